@@ -1,0 +1,1 @@
+"""ctrlalign: controllable alignment of language models."""

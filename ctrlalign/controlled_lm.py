@@ -1,0 +1,101 @@
+"""A causal LM together with its control, as one module.
+
+Keeping both in one ``nn.Module`` lets ``transformers.Trainer`` (and so ``accelerate``,
+DDP, FSDP, DeepSpeed) wrap, save and step the pair without knowing about controls.
+"""
+
+from __future__ import annotations
+
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import PreTrainedModel
+
+from ctrlalign.controls import Control
+from ctrlalign.training.losses import IGNORE_INDEX, conditional_lm_loss, response_logps
+
+
+class ControlledLM(nn.Module):
+    #: tells the Trainer to pass ``num_items_in_batch`` so the loss is a true token mean
+    #: over the global batch, across gradient accumulation and processes
+    accepts_loss_kwargs = True
+
+    def __init__(self, lm: PreTrainedModel | PeftModel, control: Control | None = None):
+        super().__init__()
+        self.lm = lm
+        self.control = control
+
+    @property
+    def base(self) -> PreTrainedModel:
+        """The transformers model underneath any PEFT wrapper."""
+        return self.lm.get_base_model() if isinstance(self.lm, PeftModel) else self.lm
+
+    @property
+    def config(self):
+        return self.base.config
+
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        prefix_mask: torch.Tensor | None = None,
+        preference_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        embeds = self.base.get_input_embeddings()(input_ids)
+        if self.control is not None and prefix_mask is not None and prefix_mask.any():
+            embeds = self.control.embed(embeds, prefix_mask, preference_ids)
+        return embeds
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix_mask: torch.Tensor | None = None,
+        preference_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        embeds = self.embed(input_ids, prefix_mask, preference_ids)
+        out = self.base.get_decoder()(
+            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False
+        )
+        return out.last_hidden_state
+
+    def token_logps(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        prefix_mask: torch.Tensor | None = None,
+        preference_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs of labelled tokens and their rows, through each row's own control."""
+        head = self.base.get_output_embeddings()
+        if self.control is None or not self.control.per_preference_weights:
+            hidden = self.hidden_states(input_ids, attention_mask, prefix_mask, preference_ids)
+            return response_logps(hidden, labels, head)
+        all_logps, all_rows = [], []
+        for pid in preference_ids.unique().tolist():
+            rows = (preference_ids == pid).nonzero(as_tuple=True)[0]
+            with self.control.use(self.control.preferences[pid]):
+                hidden = self.hidden_states(
+                    input_ids[rows], attention_mask[rows], prefix_mask[rows], preference_ids[rows]
+                )
+            logps, local = response_logps(hidden, labels[rows], head)
+            all_logps.append(logps)
+            all_rows.append(rows[local])
+        return torch.cat(all_logps), torch.cat(all_rows)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        preference_ids: torch.Tensor,
+        prefix_mask: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **_: object,
+    ) -> dict[str, torch.Tensor]:
+        logps, _rows = self.token_logps(
+            input_ids, attention_mask, labels, prefix_mask, preference_ids
+        )
+        if num_items_in_batch is None:
+            num_items_in_batch = (labels[:, 1:] != IGNORE_INDEX).sum()
+        return {"loss": conditional_lm_loss(logps, num_items_in_batch)}

@@ -1,0 +1,75 @@
+"""One PEFT LoRA adapter per preference.
+
+PEFT refuses per-row adapters (``adapter_names``) in training mode, so training runs one
+forward per preference present in the batch (exactly the same loss and gradients as a
+mixed forward); generation uses PEFT's per-row ``adapter_names``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ctrlalign.controls.base import Control
+
+
+class LoraControl(Control):
+    kind = "lora"
+    per_preference_weights = True
+
+    def __init__(
+        self,
+        preferences: list[str],
+        rank: int = 4,
+        alpha: int | None = None,
+        dropout: float = 0.0,
+        target_modules: str | list[str] = "all-linear",
+    ):
+        super().__init__(preferences)
+        self.config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha if alpha is not None else 2 * rank,
+            lora_dropout=dropout,
+            target_modules=target_modules,
+            task_type="CAUSAL_LM",
+        )
+        self.peft: PeftModel | None = None
+
+    def attach(self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+        first, *rest = self.preferences
+        peft = get_peft_model(lm, self.config, adapter_name=first)
+        for pref in rest:
+            peft.add_adapter(pref, self.config)
+        self.peft = peft
+        return peft
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.peft.named_parameters() if "lora_" in n]
+
+    @contextlib.contextmanager
+    def use(self, preference: str) -> Iterator[None]:
+        trainable = {id(p): p.requires_grad for p in self.adapter_parameters()}
+        self.peft.base_model.set_adapter(self.preferences[self.index(preference)])
+        # set_adapter flips requires_grad to the active adapter only; the optimizer holds
+        # every adapter, so restore the flags to keep all of them trainable.
+        for p in self.adapter_parameters():
+            p.requires_grad_(trainable[id(p)])
+        yield
+
+    def first_stage_parameters(self, lm: PreTrainedModel) -> list[nn.Parameter]:
+        return self.adapter_parameters()
+
+    def save(self, directory: Path, lm: PreTrainedModel) -> None:
+        for pref in self.preferences:
+            self.peft.save_pretrained(str(directory / "lora"), selected_adapters=[pref])
+
+    def load(self, directory: Path, lm: PreTrainedModel) -> None:
+        for pref in self.preferences:
+            weights = load_file(str(directory / "lora" / pref / "adapter_model.safetensors"))
+            set_peft_model_state_dict(self.peft, weights, adapter_name=pref)

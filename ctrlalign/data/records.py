@@ -1,0 +1,61 @@
+"""The one record every loader produces and every recipe consumes.
+
+A record is a prompt plus one response per preference it has evidence for. Pairwise data
+(HH-RLHF, TL;DR, UltraFeedback) gives ``{"good": chosen, "bad": rejected}``; pointwise data
+gives one response labelled with its quantised level; the demo gives ``concise`` and
+``detailed``. Keeping responses keyed by preference lets MEET train any number of controls,
+while DPO reads the same record as a (chosen, rejected) pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Message = dict[str, str]
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One prompt (as chat messages) with responses keyed by preference name."""
+
+    messages: tuple[tuple[str, str], ...]
+    responses: dict[str, str]
+    reference: str | None = None
+    source: str = ""
+
+    @property
+    def chat(self) -> list[Message]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+    @property
+    def prompt_text(self) -> str:
+        """The last user turn: what a judge or a table shows as "the prompt"."""
+        users = [content for role, content in self.messages if role == "user"]
+        return users[-1] if users else self.messages[-1][1]
+
+    def key(self) -> tuple:
+        return (self.messages, tuple(sorted(self.responses.items())))
+
+
+@dataclass
+class PreferenceData:
+    """Records plus what a user must know about how they were read.
+
+    ``pairwise`` is true when every record holds exactly a chosen and a rejected response
+    (the only shape DPO and reward-model training accept). ``dropped`` counts records left
+    out, by reason, so a CLI can report them instead of losing them silently.
+    """
+
+    records: list[Record]
+    preferences: list[str]
+    pairwise: bool
+    chosen: str | None = None
+    rejected: str | None = None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records)

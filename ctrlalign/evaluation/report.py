@@ -1,0 +1,204 @@
+"""Win-rate tables and delta plots, shaped like the paper's Tables 1-5 and Figure 3.
+
+A row is one (method, judge, temperature) against one baseline. Next to the paper's
+columns it carries the bootstrap interval of delta and the mean answer lengths, because the
+paper's own explanation of DPO's results is length (section 4.4), and a reader should see
+it beside every number. Files are written to a temporary name and renamed, so a crash never
+leaves a half-written table that looks complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ctrlalign.evaluation.verdicts import WinRate
+
+CSV_HEADER = (
+    "method",
+    "judge",
+    "temperature",
+    "win_pct",
+    "lose_pct",
+    "tie_pct",
+    "delta_pct",
+    "ci_low",
+    "ci_high",
+    "n",
+    "candidate_words",
+    "baseline_words",
+)
+MARKDOWN_HEADER = (
+    "Method",
+    "Judge",
+    "Temp.",
+    "Win %",
+    "Lose %",
+    "Tie %",
+    "Δ %",
+    "CI low",
+    "CI high",
+    "n",
+    "Words (cand.)",
+    "Words (base.)",
+)
+
+
+def mean_words(texts: Sequence[str]) -> float:
+    """Mean answer length in whitespace-separated words (0 for no answers)."""
+    return sum(len(text.split()) for text in texts) / len(texts) if texts else 0.0
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One line of a win-rate table: a method against the baseline under one judge."""
+
+    method: str
+    judge: str
+    temperature: float
+    win_rate: WinRate
+    candidate_words: float
+    baseline_words: float
+
+    @classmethod
+    def from_answers(
+        cls,
+        method: str,
+        judge: str,
+        temperature: float,
+        win_rate: WinRate,
+        candidate_answers: Sequence[str],
+        baseline_answers: Sequence[str],
+    ) -> ReportRow:
+        return cls(
+            method,
+            judge,
+            temperature,
+            win_rate,
+            mean_words(candidate_answers),
+            mean_words(baseline_answers),
+        )
+
+    def cells(self) -> list[str]:
+        """The row's values as table text, in the order of the headers."""
+        rate = self.win_rate
+        return [
+            self.method,
+            self.judge,
+            f"{self.temperature:g}",
+            *(f"{value:.2f}" for value in (rate.win, rate.lose, rate.tie, rate.delta)),
+            f"{rate.ci_low:.2f}",
+            f"{rate.ci_high:.2f}",
+            str(rate.n),
+            f"{self.candidate_words:.1f}",
+            f"{self.baseline_words:.1f}",
+        ]
+
+
+def write_atomic(path: str | Path, write: Callable[[IO], None], binary: bool = False) -> Path:
+    """Call ``write`` on a temporary file beside ``path`` and rename it into place on success.
+
+    On any error the temporary file is removed and an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        text_options = {} if binary else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, "wb" if binary else "w", **text_options) as handle:
+            write(handle)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_markdown(rows: Sequence[ReportRow], path: str | Path) -> Path:
+    """A GitHub-flavoured Markdown table, one line per row."""
+
+    def write(handle: IO) -> None:
+        handle.write(_markdown_line(MARKDOWN_HEADER))
+        handle.write(_markdown_line(["---"] * len(MARKDOWN_HEADER)))
+        for row in rows:
+            handle.write(_markdown_line(row.cells()))
+
+    return write_atomic(path, write)
+
+
+def write_csv(rows: Sequence[ReportRow], path: str | Path) -> Path:
+    """The same table as CSV, for spreadsheets and for comparing runs in code."""
+
+    def write(handle: IO) -> None:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_HEADER)
+        for row in rows:
+            writer.writerow(row.cells())
+
+    return write_atomic(path, write)
+
+
+def _markdown_line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |\n"
+
+
+def plot_delta_against(
+    x_name: str,
+    series: Mapping[str, Sequence[tuple[float, WinRate]]],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Delta (with its bootstrap band) against ``x_name``, one line per series label.
+
+    The x values can be temperatures, soft-prompt lengths or LoRA ranks: the paper's
+    Figure 3 and the scaling trends of Tables 1-2.
+    """
+    if not any(series.values()):
+        raise ValueError("nothing to plot: every series is empty")
+    figure = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.axhline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    for label, points in series.items():
+        ordered = sorted(points, key=lambda point: point[0])
+        xs = [x for x, _ in ordered]
+        line = axes.plot(xs, [rate.delta for _, rate in ordered], marker="o", label=label)[0]
+        axes.fill_between(
+            xs,
+            [rate.ci_low for _, rate in ordered],
+            [rate.ci_high for _, rate in ordered],
+            color=line.get_color(),
+            alpha=0.15,
+        )
+    axes.set_xlabel(x_name)
+    axes.set_ylabel("Δ = win % − lose %")
+    if title:
+        axes.set_title(title)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
+
+
+def plot_delta_vs_temperature(
+    rows: Sequence[ReportRow], path: str | Path, title: str | None = None
+) -> Path:
+    """Figure 3 of the paper: delta against sampling temperature, one line per method.
+
+    Lines are labelled by method, or by method and judge when the rows mix judges.
+    """
+    several_judges = len({row.judge for row in rows}) > 1
+    series: dict[str, list[tuple[float, WinRate]]] = {}
+    for row in rows:
+        label = f"{row.method} ({row.judge})" if several_judges else row.method
+        series.setdefault(label, []).append((row.temperature, row.win_rate))
+    return plot_delta_against("temperature", series, path, title=title)

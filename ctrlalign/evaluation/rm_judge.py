@@ -1,0 +1,144 @@
+"""A reward model as judge: the paper's DeBERTa evaluator, or any sequence classifier.
+
+The paper scores each answer with OpenAssistant/reward-model-deberta-v3-large-v2 and calls
+two answers a tie when sigmoid(r_candidate - r_baseline) is in [0.45, 0.55]. Any Hugging
+Face model with a one-logit classification head works the same way, so users can bring
+their own reward model (e.g. one trained with ``train-rm``) from the hub or a folder.
+Scoring runs without gradients in fp32, which is the fast path on CPU.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from ctrlalign.evaluation.verdicts import (
+    DEFAULT_TIE_BAND,
+    Comparison,
+    Verdict,
+    WinRate,
+    reward_verdict,
+)
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def _resolve(model: str | Path) -> str:
+    """A folder that exists, or something shaped like a hub id; anything else is an error."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"reward model folder {str(model)!r} has no config.json; pass a folder written "
+                "by save_pretrained"
+            )
+        return str(path)
+    if path.exists():
+        raise NotADirectoryError(f"reward model {str(model)!r} is a file; pass its folder")
+    if isinstance(model, str) and _HUB_ID.fullmatch(model):
+        return model
+    raise FileNotFoundError(
+        f"reward model {str(model)!r} not found: no such folder, and not a Hugging Face id"
+    )
+
+
+@dataclass(frozen=True)
+class RewardJudgement:
+    """Rewards of both sides of every comparison and the verdicts they imply."""
+
+    candidate_rewards: list[float]
+    baseline_rewards: list[float]
+    verdicts: list[Verdict]
+
+    def win_rate(self, n_boot: int = 2000, seed: int = 0) -> WinRate:
+        return WinRate.from_verdicts(self.verdicts, n_boot=n_boot, seed=seed)
+
+
+class RewardModelJudge:
+    """Scores (prompt, response) pairs with a one-logit sequence-classification model.
+
+    When the tokenizer marks the boundary of a text pair (BERT and DeBERTa add a separator)
+    the input is ``tokenizer(prompt, response)``, as the OpenAssistant reward models were
+    trained; otherwise it is the prompt, a blank line and the response as one text, cut from
+    the left so the response's end (where decoder reward models read) survives truncation.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        batch_size: int = 8,
+        max_length: int = 512,
+        device: str = "cpu",
+    ) -> None:
+        source = _resolve(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                source, dtype=torch.float32
+            )
+        except (OSError, ValueError) as err:
+            raise OSError(f"cannot load reward model {str(model)!r}: {err}") from err
+        if self.model.config.num_labels != 1:
+            raise ValueError(
+                f"reward model {str(model)!r} has {self.model.config.num_labels} labels; "
+                "a reward model needs exactly one output"
+            )
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.model.config.pad_token_id is None:
+            # Decoder classifiers find the last real token through pad_token_id.
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.to(device).eval()
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.uses_pairs = self.tokenizer.num_special_tokens_to_add(
+            pair=True
+        ) > self.tokenizer.num_special_tokens_to_add(pair=False)
+        if not self.uses_pairs:
+            self.tokenizer.truncation_side = "left"
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """One reward per (prompt, response); batches group similar lengths to pad less."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(responses[i]))
+        rewards = [0.0] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            inputs = self._encode([prompts[i] for i in batch], [responses[i] for i in batch])
+            logits = self.model(**inputs).logits[:, 0]
+            for i, reward in zip(batch, logits.tolist(), strict=True):
+                rewards[i] = reward
+        return rewards
+
+    def judge(
+        self, comparisons: Sequence[Comparison], band: tuple[float, float] = DEFAULT_TIE_BAND
+    ) -> RewardJudgement:
+        """Score both answers of every comparison and apply the paper's tie band."""
+        prompts = [comp.prompt for comp in comparisons]
+        answers = [comp.candidate for comp in comparisons] + [c.baseline for c in comparisons]
+        rewards = self.score(prompts + prompts, answers)
+        candidate, baseline = rewards[: len(comparisons)], rewards[len(comparisons) :]
+        verdicts = [reward_verdict(c, b, band) for c, b in zip(candidate, baseline, strict=True)]
+        return RewardJudgement(candidate, baseline, verdicts)
+
+    def _encode(self, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
+        options = {
+            "truncation": True,
+            "max_length": self.max_length,
+            "padding": True,
+            "return_tensors": "pt",
+        }
+        if self.uses_pairs:
+            encoded = self.tokenizer(prompts, responses, **options)
+        else:
+            pairs = zip(prompts, responses, strict=True)
+            encoded = self.tokenizer([f"{p}\n\n{r}" for p, r in pairs], **options)
+        return {name: tensor.to(self.device) for name, tensor in encoded.items()}

