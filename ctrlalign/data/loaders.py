@@ -13,6 +13,9 @@ A spec is ``KIND:PATH_OR_ID``:
   ...``; each is split at its last ``\\n\\nAssistant:`` into prompt turns and response.
 - ``pairwise:PATH`` rows with ``prompt``, ``chosen``, ``rejected`` and an optional
   ``reference``; see ``_exchange`` for the string and chat-message shapes accepted.
+- ``preferences:PATH`` rows with ``prompt`` and ``responses``, an object mapping each
+  preference name to its response (any number of preferences, e.g. the demo's ``concise``
+  and ``detailed``); ``chosen``/``rejected`` name two of them when they exist.
 - ``prompts:PATH`` rows with ``prompt`` and an optional ``reference``: records without
   responses, for generation and evaluation.
 - ``scores:PATH`` rows with ``prompt``, ``response`` and a numeric ``score``, quantised into
@@ -54,9 +57,9 @@ from typing import Any, NamedTuple, TypeVar
 from ctrlalign.data.records import DataError, PreferenceData, Record
 
 Turns = tuple[tuple[str, str], ...]
-T = TypeVar("T")
+_T = TypeVar("_T")
 
-KINDS = ("hh-rlhf", "pairwise", "prompts", "scores", "labels", "attributes", "hf")
+KINDS = ("hh-rlhf", "pairwise", "preferences", "prompts", "scores", "labels", "attributes", "hf")
 
 _JSON_TYPES = {
     dict: "an object",
@@ -147,6 +150,11 @@ def load_preference_data(
         side = _hh_side if kind == "hh-rlhf" else _exchange
         records, dropped = _parse_all(rows, lambda row: _pair(row, side, chosen, rejected))
         return _finish(records, dropped, [chosen, rejected], True, chosen, rejected)
+    if kind == "preferences":
+        records, dropped = _parse_all(rows, _keyed)
+        names = list(dict.fromkeys(p for r in records for p in r.responses))
+        pair = chosen in names and rejected in names
+        return _finish(records, dropped, names, False, *((chosen, rejected) if pair else ()))
     if kind == "prompts":
         records, dropped = _parse_all(rows, _prompt_only)
         return _finish(records, dropped, [], False)
@@ -388,7 +396,7 @@ def _reference(row: _Row) -> str | None:
 # --- Records per kind -----------------------------------------------------------------
 
 
-def _parse_all(rows: Iterable[_Row], parse: Callable[[_Row], T]) -> tuple[list[T], Counter]:
+def _parse_all(rows: Iterable[_Row], parse: Callable[[_Row], _T]) -> tuple[list[_T], Counter]:
     parsed, dropped = [], Counter()
     for row in rows:
         try:
@@ -427,6 +435,14 @@ def _pair(
     return Record(
         prompt, {chosen: _response(good), rejected: _response(bad)}, reference, row.source
     )
+
+
+def _keyed(row: _Row) -> Record:
+    responses = row.get("responses")
+    if not isinstance(responses, dict) or not responses:
+        raise row.error("responses", "must be an object mapping preference names to responses")
+    texts = {str(p): _response(_text(row, t, f"responses.{p}")) for p, t in responses.items()}
+    return Record(_prompt(row), texts, _reference(row), row.source)
 
 
 def _prompt_only(row: _Row) -> Record:

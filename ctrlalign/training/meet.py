@@ -23,7 +23,7 @@ from ctrlalign.rundir import save_run
 from ctrlalign.training.batching import Collator, ExampleDataset, collate, encode_records
 from ctrlalign.training.config import TrainConfig
 from ctrlalign.training.losses import IGNORE_INDEX
-from ctrlalign.training.trainer import run_stage, training_arguments
+from ctrlalign.training.trainer import is_main_process, run_stage, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def train(config: TrainConfig) -> Path:
             run_dir / "checkpoints" / stage,
             lr=config.lr_first if first else config.lr_second,
             epochs=(config.first_epochs or config.epochs) if first else config.epochs,
+            unused_params=control is not None and control.per_preference_weights,
         )
         metrics["stages"][stage] = run_stage(
             model, params, run_dir / "checkpoints" / stage, args, dataset, collator
@@ -145,6 +146,8 @@ def train(config: TrainConfig) -> Path:
         "rejected": data.rejected,
         "stages_run": config.stage_list,
     }
+    if not is_main_process():
+        return run_dir
     save_run(run_dir, model, tokenizer, info, metrics, save_lm="second" in config.stage_list)
     if not config.keep_checkpoints:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

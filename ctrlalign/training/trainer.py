@@ -58,6 +58,10 @@ class ControlTrainer(Trainer):
         load_trainable_state(model, Path(resume_from_checkpoint) / TRAINABLE_FILE)
 
 
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def set_trainable(model: nn.Module, params: list[nn.Parameter]) -> int:
     """Freeze everything but ``params``; returns the number of trainable values."""
     model.requires_grad_(False)
@@ -66,7 +70,11 @@ def set_trainable(model: nn.Module, params: list[nn.Parameter]) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def training_arguments(config: TrainConfig, output_dir: Path, lr: float, epochs: float):
+def training_arguments(
+    config: TrainConfig, output_dir: Path, lr: float, epochs: float, unused_params: bool = False
+):
+    """Trainer settings from our config; ``unused_params`` when a batch may skip some
+    trainable tensors (one LoRA adapter per preference), which DDP must be told."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_step = config.micro_batch_size * world
     if config.batch_size % per_step:
@@ -98,7 +106,7 @@ def training_arguments(config: TrainConfig, output_dir: Path, lr: float, epochs:
         bf16=cuda and torch.cuda.is_bf16_supported(),
         use_cpu=not cuda,
         dataloader_pin_memory=cuda,
-        ddp_find_unused_parameters=False,
+        ddp_find_unused_parameters=unused_params,
     )
 
 
