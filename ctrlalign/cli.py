@@ -75,16 +75,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alpha_arg(text: str) -> float:
+    from ctrlalign.alpha import parse_alpha
+
+    try:
+        return parse_alpha(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _alphas_arg(text: str) -> list[float]:
+    from ctrlalign.alpha import parse_alphas
+
+    try:
+        return parse_alphas(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    from ctrlalign.generation import GenerationConfig, generate
+    from ctrlalign.alpha import check_dial, dial_rows
+    from ctrlalign.generation import GenerationConfig, generate, generate_rows
     from ctrlalign.io import read_prompts, write_jsonl
-    from ctrlalign.rundir import load_run
+    from ctrlalign.rundir import load_run, read_run_info
 
     if not args.prompt and not args.prompts:
         raise DataError("nothing to answer: pass --prompt TEXT or --prompts FILE.jsonl")
     rows = [{"prompt": p} for p in args.prompt or []]
     if args.prompts:
         rows += read_prompts(args.prompts)
+    info = read_run_info(args.run)
+    check_dial(info, args.alpha, args.preference, args.against)
+    dial = args.alpha is not None or info.get("clm") or any("alpha" in r for r in rows)
     run = load_run(args.run)
     if args.preference is None and run.model.control is not None:
         args.preference = run.info.get("chosen") or run.preferences[0]
@@ -100,19 +122,62 @@ def cmd_generate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     prefs = [r["preference"] for r in rows] if run.model.control is not None else None
-    answers = generate(
-        run.model, run.tokenizer, [r["prompt"] for r in rows], prefs, config, progress=True
-    )
+    if dial:
+        dialled = dial_rows(run, rows, args.alpha, args.preference, args.against)
+        answers = generate_rows(run.model, run.tokenizer, dialled, config, progress=True)
+    else:
+        answers = generate(
+            run.model, run.tokenizer, [r["prompt"] for r in rows], prefs, config, progress=True
+        )
     out = [
         {"prompt": r["prompt"], "preference": r["preference"], "response": a}
         for r, a in zip(rows, answers, strict=True)
     ]
+    if dial:
+        for row, r in zip(out, rows, strict=True):
+            alpha = r.get("alpha", args.alpha)
+            row.update(alpha=1.0 if alpha is None else float(alpha), against=args.against)
     if args.output:
         write_jsonl(args.output, out)
         print(f"wrote {len(out)} answers to {args.output}")
     else:
         for row in out:
             print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def cmd_alpha_sweep(args: argparse.Namespace) -> int:
+    from ctrlalign import alpha as dial
+    from ctrlalign.generation import GenerationConfig
+    from ctrlalign.io import read_prompts
+    from ctrlalign.rundir import load_run, read_run_info
+
+    if not args.prompt and not args.prompts:
+        raise DataError("nothing to answer: pass --prompt TEXT or --prompts FILE.jsonl")
+    prompts = list(args.prompt or [])
+    if args.prompts:
+        prompts += [r["prompt"] for r in read_prompts(args.prompts)]
+    info = read_run_info(args.run)
+    preference = args.preference
+    if not info.get("clm") and info.get("control") and preference is None:
+        preference = info.get("chosen") or info["preferences"][0]
+    dial.check_dial(info, args.alphas[0], preference, args.against)
+    judge = dial.load_judge(args.judge)
+    run = load_run(args.run)
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    result = dial.sweep(
+        run, prompts, args.alphas, config, preference, args.against, judge, progress=True
+    )
+    title = f"{args.run}" + (f": {preference} against {args.against}" if args.against else "")
+    for path in dial.write_sweep(result, args.output, title):
+        print(f"wrote {path}")
+    print(dial.summary_csv(result.summary), end="")
     return 0
 
 
@@ -139,11 +204,50 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--batch-size", type=int, default=8)
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument(
+        "--alpha",
+        type=_alpha_arg,
+        help="alignment dial: CLM run (0 = base, 1 = aligned, >1 extrapolates), or with "
+        "--against on a MEET run; a prompts line may carry its own `alpha`",
+    )
+    gen.add_argument("--against", help="MEET run: the control --alpha moves away from")
     gen.set_defaults(func=cmd_generate)
+
+    sweep = sub.add_parser("alpha-sweep", help="generate at several alphas; CSV and plot")
+    sweep.add_argument("--run", required=True, help="a CLM run, or a MEET run with --against")
+    sweep.add_argument("--alphas", required=True, type=_alphas_arg, help="e.g. -1,0,0.5,1,2")
+    sweep.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    sweep.add_argument("--prompts", help="JSONL with a `prompt` per line")
+    sweep.add_argument("--output", required=True, help="folder for answers.jsonl, CSV, PNG")
+    sweep.add_argument("--judge", help="rm:ID_OR_DIR to score answers with a reward model")
+    sweep.add_argument("--preference", help="MEET run: the control alpha moves towards")
+    sweep.add_argument("--against", help="MEET run: the control alpha moves away from")
+    sweep.add_argument("--max-new-tokens", type=int, default=128)
+    sweep.add_argument("--temperature", type=float, default=0.0)
+    sweep.add_argument("--top-p", type=float, default=1.0)
+    sweep.add_argument("--batch-size", type=int, default=8)
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.set_defaults(func=cmd_alpha_sweep)
+
+    from ctrlalign.evaluation.commands import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--alphas -1,0,1``: argparse reads a value like ``-1,0,1`` as an unknown flag."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--alpha", "--alphas") and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _attach_negative_values(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"

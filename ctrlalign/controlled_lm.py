@@ -6,11 +6,14 @@ DDP, FSDP, DeepSpeed) wrap, save and step the pair without knowing about control
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedModel
 
+from ctrlalign.clm import IdentityLayer, find_identity_layer
 from ctrlalign.controls import Control
 from ctrlalign.training.losses import IGNORE_INDEX, conditional_lm_loss, response_logps
 
@@ -33,6 +36,23 @@ class ControlledLM(nn.Module):
     @property
     def config(self):
         return self.base.config
+
+    @property
+    def clm(self) -> IdentityLayer | None:
+        """The CLM identity layer, when one was inserted (it lives inside the decoder)."""
+        return find_identity_layer(self.base)
+
+    def aligned_rows(self, aligned: torch.Tensor | bool) -> contextlib.AbstractContextManager:
+        """Send rows through the CLM layer (aligned) or around it (unaligned) within the block."""
+        layer = self.clm
+        if layer is not None:
+            return layer.rows(aligned)
+        if aligned is False or (isinstance(aligned, torch.Tensor) and not bool(aligned.all())):
+            raise ValueError(
+                "this run has no CLM layer, so no unaligned stream: --alpha alone needs a CLM run "
+                "(on a MEET run use --alpha with --preference and --against)"
+            )
+        return contextlib.nullcontext()
 
     def embed(
         self,

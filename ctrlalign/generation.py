@@ -25,9 +25,11 @@ Message = dict[str, str]
 
 @dataclass(frozen=True)
 class Stream:
-    """A prompt under one control: which preference (its prefix and adapter)."""
+    """A prompt under one control: which preference (its prefix and adapter), and for a CLM
+    run whether it goes through the identity layer (aligned) or around it (unaligned)."""
 
     preference: str | None = None
+    aligned: bool = True
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,36 @@ def as_messages(prompt: str | Sequence[Message]) -> tuple[tuple[str, str], ...]:
 
 def plain_row(prompt: str | Sequence[Message], preference: str | None = None) -> Row:
     return Row(as_messages(prompt), (Stream(preference),), (1.0,))
+
+
+def alpha_row(
+    prompt: str | Sequence[Message],
+    alpha: float,
+    preference: str | None = None,
+    against: str | None = None,
+) -> Row:
+    """The alignment dial: logits = (1 - alpha) * low + alpha * high.
+
+    Without ``against`` (a CLM run) low is the unaligned stream and high the aligned one;
+    with it (a MEET run) low is the ``against`` control and high ``preference``. At alpha 0
+    or 1 only the stream with weight 1 runs; alpha < 0 or > 1 extrapolates.
+    """
+    if against is None:
+        low, high = Stream(preference, aligned=False), Stream(preference)
+    else:
+        if preference is None:
+            raise ValueError("--against needs --preference (the side alpha moves towards)")
+        low, high = Stream(against), Stream(preference)
+    if alpha == 1:
+        return Row(as_messages(prompt), (high,), (1.0,))
+    if alpha == 0:
+        return Row(as_messages(prompt), (low,), (1.0,))
+    return Row(as_messages(prompt), (low, high), (1.0 - alpha, alpha))
+
+
+def _alignment(rows: Sequence[Row]) -> torch.Tensor:
+    """Per batch row (streams in the order ``_generate_batch`` lays them out): aligned?"""
+    return torch.tensor([s.aligned for row in rows for s in row.streams])
 
 
 def _stream_example(model: ControlledLM, tokenizer, messages, stream: Stream) -> Example:
@@ -162,9 +194,10 @@ def generate_rows(
     texts: list[str] = []
     starts = range(0, len(rows), config.batch_size)
     for start in tqdm(starts, desc="generating", disable=not progress):
-        for ids in _generate_batch(
-            model, tokenizer, rows[start : start + config.batch_size], config, generator
-        ):
+        batch = rows[start : start + config.batch_size]
+        with model.aligned_rows(_alignment(batch)):
+            answers = _generate_batch(model, tokenizer, batch, config, generator)
+        for ids in answers:
             ids = ids[:-1] if ids and ids[-1] in stop else ids
             texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
     return texts

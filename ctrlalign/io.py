@@ -46,7 +46,17 @@ def read_prompts(path: str | Path) -> list[dict]:
         if not isinstance(row, dict) or "prompt" not in row:
             raise DataError(f"{path} line {number}: field 'prompt' is missing")
         prompt = row["prompt"]
-        if not (isinstance(prompt, str) and prompt.strip()) and not isinstance(prompt, list):
+        is_messages = (
+            isinstance(prompt, list)
+            and bool(prompt)
+            and all(
+                isinstance(m, dict)
+                and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)
+                for m in prompt
+            )
+        )
+        if not (isinstance(prompt, str) and prompt.strip()) and not is_messages:
             raise DataError(
                 f"{path} line {number}: field 'prompt' must be non-empty text or messages"
             )

@@ -86,6 +86,9 @@ def smollm2_dir() -> Path:
 
 def load_tokenizer(spec: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
     path = smollm2_dir() if spec in ("smollm2", "tiny") else spec
+    if str(path).startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+        # otherwise transformers reports it as a malformed Hub id (an OSError the CLI misses)
+        raise FileNotFoundError(f"model {spec!r}: no such folder")
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

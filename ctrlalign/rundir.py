@@ -5,6 +5,8 @@ Layout::
     run.yaml        config, control kind, preferences, base model, what was trained
     control/        soft_prompts.safetensors | token_embeddings.safetensors | lora/<pref>/
     model/          the LM's weights and tokenizer, only when training changed them
+    clm/            CLM: the identity layer alone (the base model is named, not copied)
+    adapter/        DPO with --use-lora: the adapter in PEFT's format (base model named)
     metrics.json    losses, counts of dropped examples, timings
     checkpoints/    per-stage Trainer checkpoints while training (removed when done)
 
@@ -23,6 +25,7 @@ import yaml
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from ctrlalign.clm import load_identity_layer, save_identity_layer
 from ctrlalign.controlled_lm import ControlledLM
 from ctrlalign.controls import build_control
 from ctrlalign.models import load_model
@@ -61,11 +64,21 @@ def save_run(
     metrics: dict,
     save_lm: bool,
 ) -> Path:
+    clm = model.clm
+    adapter = model.control is None and isinstance(model.lm, PeftModel)
+    if save_lm and clm is not None:
+        raise ValueError("a CLM run stores its layer only; the base model is named, not copied")
     directory = Path(directory)
     staging = directory / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    (staging / RUN_FILE).write_text(yaml.safe_dump({**info, "lm_saved": save_lm}, sort_keys=False))
+    flags = {"lm_saved": save_lm, "clm": clm is not None, "adapter": adapter}
+    (staging / RUN_FILE).write_text(yaml.safe_dump({**info, **flags}, sort_keys=False))
+    if clm is not None:
+        (staging / "clm").mkdir()
+        save_identity_layer(clm, staging / "clm")
+    if adapter:
+        model.lm.save_pretrained(str(staging / "adapter"))
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     if model.control is not None:
         (staging / "control").mkdir()
@@ -95,6 +108,10 @@ def load_run(directory: str | Path) -> Run:
     info = read_run_info(directory)
     lm_spec = str(directory / "model") if info.get("lm_saved") else info["model"]
     lm, tokenizer = load_model(lm_spec)
+    if info.get("clm"):
+        load_identity_layer(lm, directory / "clm")
+    if info.get("adapter"):
+        lm = PeftModel.from_pretrained(lm, str(directory / "adapter"))
     control = None
     if info.get("control"):
         control = build_control(

@@ -1,7 +1,8 @@
 """Generate the demo preference data set shipped with ctrlalign.
 
 The output, ``ctrlalign/demo_data/concise_detailed.jsonl``, holds one JSON object per line,
-``{"prompt": ..., "concise": ..., "detailed": ...}``: two answers to the same question that
+``{"prompt": ..., "responses": {"concise": ..., "detailed": ...}}`` (the ``preferences:``
+data kind): two answers to the same question that
 differ along a single axis, how much they say.  It is built this way for these reasons:
 
 * Both answers come from the same hand-written facts, and the detailed answer always opens
@@ -242,7 +243,11 @@ def build_records(knowledge: str | None = None) -> list[dict[str, str]]:
 
 
 def render(records: list[dict[str, str]]) -> str:
-    return "".join(json.dumps(record, ensure_ascii=True) + "\n" for record in records)
+    lines = (
+        {"prompt": r["prompt"], "responses": {"concise": r["concise"], "detailed": r["detailed"]}}
+        for r in records
+    )
+    return "".join(json.dumps(line, ensure_ascii=True) + "\n" for line in lines)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -801,8 +806,8 @@ A: Covering meat loosely with foil keeps it warm while it rests without steaming
 U: f1 f2 e1 t1
 F: While meat cooks, heat drives moisture toward the center, and resting gives it time to spread
     back out.
-F: Large roasts can rise by five degrees Celsius or more while resting, because the hot outer
-    layers keep warming the middle.
+F: Large roasts can rise by several degrees Celsius while resting, because the hot outer layers
+    keep warming the middle.
 F: Larger cuts need longer rests, often 15 to 20 minutes for a whole roast or a turkey.
 E: a steak sliced straight from the pan often leaves a pool of juice on the board, while a rested
     one stays moister
@@ -1037,8 +1042,8 @@ T: test sharpness by slicing a sheet of paper, and sharpen the knife if it tears
 
 # printing press
 Q: Who invented the printing press?
-A: Johannes Gutenberg developed the movable-type printing press in Europe around 1440, in the
-    German city of Mainz.
+A: Johannes Gutenberg developed Europe's movable-type printing press in the mid-1400s, working
+    mainly in Mainz, Germany.
 Q: Why was the printing press so important?
 A: The printing press made books cheaper and faster to produce, spreading knowledge and new ideas
     across Europe.

@@ -36,7 +36,8 @@ def records() -> list[dict[str, str]]:
     for number, line in enumerate(lines, start=1):
         record = json.loads(line)
         assert isinstance(record, dict), f"line {number} is not a JSON object"
-        parsed.append(record)
+        assert set(record) == {"prompt", "responses"}, f"line {number}: {sorted(record)}"
+        parsed.append({"prompt": record["prompt"], **record["responses"]})
     return parsed
 
 

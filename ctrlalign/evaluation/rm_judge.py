@@ -15,7 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
 from ctrlalign.evaluation.verdicts import (
     DEFAULT_TIE_BAND,
@@ -97,11 +101,7 @@ class RewardModelJudge:
         self.device = device
         self.batch_size = batch_size
         self.max_length = max_length
-        self.uses_pairs = self.tokenizer.num_special_tokens_to_add(
-            pair=True
-        ) > self.tokenizer.num_special_tokens_to_add(pair=False)
-        if not self.uses_pairs:
-            self.tokenizer.truncation_side = "left"
+        self.uses_pairs = uses_text_pairs(self.tokenizer)
 
     @torch.no_grad()
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
@@ -130,15 +130,32 @@ class RewardModelJudge:
         return RewardJudgement(candidate, baseline, verdicts)
 
     def _encode(self, prompts: list[str], responses: list[str]) -> dict[str, torch.Tensor]:
-        options = {
-            "truncation": True,
-            "max_length": self.max_length,
-            "padding": True,
-            "return_tensors": "pt",
-        }
-        if self.uses_pairs:
-            encoded = self.tokenizer(prompts, responses, **options)
-        else:
-            pairs = zip(prompts, responses, strict=True)
-            encoded = self.tokenizer([f"{p}\n\n{r}" for p, r in pairs], **options)
+        encoded = encode_for_reward(self.tokenizer, prompts, responses, self.max_length)
         return {name: tensor.to(self.device) for name, tensor in encoded.items()}
+
+
+def uses_text_pairs(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True when the tokenizer marks a text pair's boundary (BERT, DeBERTa add a separator)."""
+    return tokenizer.num_special_tokens_to_add(pair=True) > tokenizer.num_special_tokens_to_add(
+        pair=False
+    )
+
+
+def encode_for_reward(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    max_length: int,
+) -> dict[str, torch.Tensor]:
+    """Padded model inputs for (prompt, response) pairs, as ``RewardModelJudge`` reads them.
+
+    Shared with ``train-rm`` so a reward model is trained on exactly the inputs it judges.
+    Without a pair template the text is cut from the left (the tokenizer's truncation side
+    is set so), keeping the response's end, where a decoder classifier reads.
+    """
+    options = {"truncation": True, "max_length": max_length, "padding": True}
+    if uses_text_pairs(tokenizer):
+        return dict(tokenizer(list(prompts), list(responses), return_tensors="pt", **options))
+    tokenizer.truncation_side = "left"
+    texts = [f"{p}\n\n{r}" for p, r in zip(prompts, responses, strict=True)]
+    return dict(tokenizer(texts, return_tensors="pt", **options))

@@ -8,6 +8,14 @@ from ctrlalign.training.config import TrainConfig
 
 
 def train_any(config: TrainConfig) -> Path:
+    if config.method == "dpo":
+        from ctrlalign.training import dpo
+
+        return dpo.train(config)
+    if config.method == "clm":
+        from ctrlalign.training import clm
+
+        return clm.train(config)
     from ctrlalign.training import meet
 
     return meet.train(config)

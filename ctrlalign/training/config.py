@@ -20,8 +20,14 @@ METHODS: dict[str, tuple[str | None, str]] = {
     "meet-lora": ("lora", "both"),
     "meet-token": ("token", "both"),
     "sft": (None, "second"),
+    "dpo": (None, "second"),
+    "clm": (None, "second"),
 }
 STAGES = ("first", "second", "both")
+#: methods that learn from (chosen, rejected) pairs; every other method reads pointwise data too
+PAIRWISE_METHODS = ("dpo", "clm")
+DPO_LOSSES = ("sigmoid", "ipo")
+CLM_LOSSES = ("dpo", "lm")
 
 
 @dataclass
@@ -56,6 +62,16 @@ class TrainConfig:
     save_steps: int = 50
     logging_steps: int = 5
     keep_checkpoints: bool = False
+    #: DPO / CLM: KL strength (tau for IPO); the DPO paper's default
+    beta: float = 0.1
+    #: DPO / CLM: ``sigmoid`` (DPO) or ``ipo``
+    loss_type: str = "sigmoid"
+    #: DPO / CLM: probability that a label is flipped (conservative DPO); sigmoid loss only
+    label_smoothing: float = 0.0
+    #: DPO: train a LoRA adapter of rank ``lora_rank`` instead of every weight
+    use_lora: bool = False
+    #: CLM: train the identity layer with ``dpo`` (the paper) or the conditional LM loss ``lm``
+    clm_loss: str = "dpo"
 
     @property
     def control_kind(self) -> str | None:
@@ -83,7 +99,22 @@ class TrainConfig:
         if self.control_kind == "prompt" and "first" in self.stage_list:
             raise ValueError("prompt controls have nothing to train in the first step")
         if self.control_kind is None and "first" in self.stage_list:
-            raise ValueError("sft has no controls, so no first step")
+            raise ValueError(f"{self.method} has no controls, so no first step")
+        self._validate_preference_options()
+
+    def _validate_preference_options(self) -> None:
+        if self.loss_type not in DPO_LOSSES:
+            raise ValueError(f"--loss-type must be one of {', '.join(DPO_LOSSES)}")
+        if self.clm_loss not in CLM_LOSSES:
+            raise ValueError(f"--clm-loss must be one of {', '.join(CLM_LOSSES)}")
+        if self.beta <= 0:
+            raise ValueError(f"--beta must be positive, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss_type != "sigmoid":
+            raise ValueError("--label-smoothing applies to the sigmoid loss only")
+        if self.use_lora and self.method != "dpo":
+            raise ValueError("--use-lora applies to --method dpo (meet-lora has its own adapters)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

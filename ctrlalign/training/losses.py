@@ -41,3 +41,36 @@ def sequence_logps(
 def conditional_lm_loss(token_logps: torch.Tensor, num_items: torch.Tensor | int) -> torch.Tensor:
     """Eq. 1 of the MEET paper, averaged over the response tokens of the (global) batch."""
     return -token_logps.sum() / num_items
+
+
+def dpo_sigmoid_loss(
+    chosen_logratios: torch.Tensor,
+    rejected_logratios: torch.Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Per-pair DPO loss on policy-minus-reference log-ratios (Rafailov et al., Eq. 7).
+
+    ``label_smoothing`` = eps is conservative DPO: each label is assumed flipped with
+    probability eps, so the loss is the eps-mixture of both orders (eps = 0 is plain DPO).
+    """
+    margin = beta * (chosen_logratios - rejected_logratios)
+    return -(1 - label_smoothing) * F.logsigmoid(margin) - label_smoothing * F.logsigmoid(-margin)
+
+
+def ipo_loss(
+    chosen_logratios: torch.Tensor,
+    rejected_logratios: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """Per-pair IPO loss (Azar et al., Eq. 17, with tau = ``beta``).
+
+    Log-ratios are averaged per response token before the squared loss, as TRL does and
+    the IPO authors confirmed; summed ratios would make the target 1/(2 beta) length-bound.
+    """
+    delta = chosen_logratios / chosen_lengths.clamp(min=1) - rejected_logratios / (
+        rejected_lengths.clamp(min=1)
+    )
+    return (delta - 1 / (2 * beta)) ** 2

@@ -1,0 +1,247 @@
+"""Helpers shared by the benchmarks in ``bench/``: data, step timing, token counts, memory.
+
+A benchmark measures each configuration in its own child process (``run_worker``) so that
+memory figures start from a clean allocator and one configuration's leftovers cannot slow
+or flatter the next. Inside a child, ``instrument(trainer, meter)`` hooks a
+``transformers.Trainer`` (ours or TRL's) without changing what it computes:
+
+- the data collator is wrapped to count, per batch, the real (non-pad) tokens, the tokens
+  that carry loss and the padded size;
+- a ``TrainerCallback`` records the wall and process-CPU clock at the end of every
+  optimizer step, and starts / stops an RSS sampler around the step loop.
+
+A timed step is the interval from the end of the previous optimizer step to the end of
+this one, so it holds everything the loop does per step (batch fetch and collation,
+forward, backward, clipping, optimizer, scheduler, logging); warm-up steps are excluded.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+from transformers import TrainerCallback
+
+REPO = Path(__file__).resolve().parents[1]
+HH_TEST = REPO.parent / "shared" / "data" / "hh-rlhf" / "helpful-base-test.jsonl.gz"
+IGNORE_INDEX = -100
+
+
+def require_file(path: Path, what: str) -> Path:
+    """Exit with a clear message (not a traceback) when benchmark input is missing."""
+    if not Path(path).is_file():
+        sys.exit(
+            f"error: {what} not found at {path}\n"
+            "The benchmark needs it; put the file there or pass --data PATH."
+        )
+    return Path(path)
+
+
+class RssSampler:
+    """Peak resident set size of this process, sampled in a background thread.
+
+    ``start`` records the baseline RSS and begins sampling every ``interval`` seconds;
+    ``stop`` ends it. ``peak_delta`` is the highest sample minus the baseline: the extra
+    resident memory the measured code needed (gradients, optimizer state, activations,
+    allocator caching), as the OS sees it. Spikes shorter than the interval can be missed.
+    """
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.process = psutil.Process()
+        self.baseline = 0
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        gc.collect()
+        self.baseline = self.peak = self.process.memory_info().rss
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self.peak = max(self.peak, self.process.memory_info().rss)
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+
+    @property
+    def peak_delta(self) -> int:
+        return self.peak - self.baseline
+
+
+@dataclass
+class BatchCount:
+    tokens: int  # non-pad tokens (attention mask ones)
+    loss_tokens: int  # tokens that carry loss (response tokens and their end-of-turn)
+    padded: int  # batch rows x padded width
+
+
+class CountingCollator:
+    """Wraps a data collator and records what every batch it builds holds."""
+
+    def __init__(self, collator, log: list[BatchCount]):
+        self.collator = collator
+        self.log = log
+
+    def __call__(self, examples):
+        batch = self.collator(examples)
+        ids, labels = batch["input_ids"], batch["labels"]
+        mask = batch.get("attention_mask")
+        tokens = int(mask.sum()) if mask is not None else ids.numel()
+        # labels sit on the input positions; position t is predicted from t - 1
+        loss_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
+        self.log.append(BatchCount(tokens, loss_tokens, ids.numel()))
+        return batch
+
+
+@dataclass
+class StepMeter(TrainerCallback):
+    """Step clock + memory sampler, as a Trainer callback."""
+
+    sampler: RssSampler = field(default_factory=RssSampler)
+    batches: list[BatchCount] = field(default_factory=list)
+    step_ends: list[tuple[float, float]] = field(default_factory=list)  # (wall, cpu)
+    train_begin: tuple[float, float] = (0.0, 0.0)
+    threads_in_loop: int = 0
+    max_steps: int = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.max_steps = state.max_steps
+        self.sampler.start()  # baseline: model, data, trainer and optimizer built, no step run
+        self.train_begin = (time.perf_counter(), time.process_time())
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_ends.append((time.perf_counter(), time.process_time()))
+        self.threads_in_loop = torch.get_num_threads()
+        if state.global_step >= self.max_steps:
+            self.sampler.stop()  # the step loop is over; final saving is not measured
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.sampler.stop()
+
+    def summary(self, warmup: int) -> dict:
+        """Throughput over the steps after ``warmup``; memory over the whole step loop."""
+        steps = len(self.step_ends)
+        if steps <= warmup:
+            raise RuntimeError(f"only {steps} steps ran; need more than {warmup} warm-up steps")
+        if len(self.batches) != steps:
+            raise RuntimeError(
+                f"{len(self.batches)} batches for {steps} optimizer steps: the benchmark assumes "
+                "one batch per step (no gradient accumulation)"
+            )
+        marks = [self.train_begin, *self.step_ends]
+        wall = [marks[i + 1][0] - marks[i][0] for i in range(steps)]
+        cpu = [marks[i + 1][1] - marks[i][1] for i in range(steps)]
+        timed = range(warmup, steps)
+        seconds = sum(wall[i] for i in timed)
+        cpu_seconds = sum(cpu[i] for i in timed)
+        tokens = sum(self.batches[i].tokens for i in timed)
+        loss_tokens = sum(self.batches[i].loss_tokens for i in timed)
+        padded = sum(self.batches[i].padded for i in timed)
+        mib = 1024 * 1024
+        return {
+            "warmup_steps": warmup,
+            "timed_steps": len(timed),
+            "step_seconds": [round(w, 3) for w in wall],
+            "step_tokens": [b.tokens for b in self.batches],
+            "step_response_tokens": [b.loss_tokens for b in self.batches],
+            "timed_seconds": round(seconds, 3),
+            "timed_tokens": tokens,
+            "timed_response_tokens": loss_tokens,
+            "timed_padded_tokens": padded,
+            "tokens_per_s": round(tokens / seconds, 2),
+            "response_tokens_per_s": round(loss_tokens / seconds, 2),
+            "seconds_per_step": round(seconds / len(timed), 3),
+            "cpu_seconds_per_token": round(cpu_seconds / tokens, 5),
+            "rss_baseline_mib": round(self.sampler.baseline / mib, 1),
+            "rss_peak_mib": round(self.sampler.peak / mib, 1),
+            "rss_peak_delta_mib": round(self.sampler.peak_delta / mib, 1),
+            "rss_samples": self.sampler.samples,
+            "torch_threads_in_loop": self.threads_in_loop,
+        }
+
+
+def instrument(trainer, meter: StepMeter):
+    """Count every batch the trainer collates and time its steps; returns the trainer."""
+    trainer.data_collator = CountingCollator(trainer.data_collator, meter.batches)
+    trainer.add_callback(meter)
+    return trainer
+
+
+def environment() -> dict:
+    """Versions and hardware, as the results file records them."""
+    import peft
+    import transformers
+    import trl
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model"))
+    except (OSError, StopIteration):
+        pass
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next(line for line in fh if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "peft": peft.__version__,
+        "cpu": cpu,
+        "avx2": " avx2" in flags,
+        "avx512": " avx512f" in flags,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "torch_threads_default": torch.get_num_threads(),
+        "gpu": torch.cuda.is_available(),
+    }
+
+
+def run_worker(script: Path, name: str, argv: list[str], timeout: float | None = None) -> dict:
+    """Run ``script --worker NAME ARGV`` in a fresh process and return the JSON it writes."""
+    fd, out = tempfile.mkstemp(prefix=f"bench-{name}.", suffix=".json")
+    os.close(fd)
+    try:
+        cmd = [sys.executable, str(script), "--worker", name, "--worker-out", out, *argv]
+        load_before = os.getloadavg()[0]
+        subprocess.run(cmd, check=True, timeout=timeout)
+        result = json.loads(Path(out).read_text())
+        result["load_average_1min_before"] = round(load_before, 2)
+        return result
+    finally:
+        Path(out).unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: dict) -> Path:
+    from ctrlalign.io import write_atomic
+
+    return write_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,393 @@
+"""Training throughput and memory of MEET's two steps, with TRL's SFTTrainer as the yardstick.
+
+    .venv/bin/python bench/train_throughput.py [--steps 3 --warmup 1 --batch 4 --max-length 512]
+
+Configurations, each in its own process, all on the same HH-RLHF examples, model, batch,
+max length, fp32 and torch threads:
+
+- ``prompt-step2``, ``soft-prompt-step1/2``, ``lora-step1/2``: ctrlalign's own training path
+  (``ControlledLM`` + ``run_stage`` / ``training_arguments``, the real ``ControlTrainer``),
+  step 1 training only the control (LM frozen, lr 1e-3), step 2 LM + control (lr 2e-5).
+  Prompt controls have nothing to train in step 1, so they only run step 2.
+- ``trl-sft``: TRL's ``SFTTrainer`` with a prompt/completion (conversational) dataset and
+  ``completion_only_loss=True``, configured as its best CPU user would: fp32 (``bf16=False``),
+  ``gradient_checkpointing=False`` (TRL defaults to bf16 + checkpointing, ~10x slower here).
+
+Every trainer reads the batches in dataset order (``train_sampling_strategy="sequential"``),
+so step k sees the same examples in every configuration. Throughput counts the real
+(non-pad) tokens of each optimizer step over the timed steps (after the warm-up steps),
+plus the response tokens (those carrying loss). Memory is the peak RSS sampled during the
+step loop minus the RSS just before it (see ``bench/common.py``). Results go to
+``bench/results/train_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import (
+    HH_TEST,
+    REPO,
+    StepMeter,
+    environment,
+    instrument,
+    require_file,
+    run_worker,
+    write_json_atomic,
+)
+
+RESULTS = REPO / "bench" / "results" / "train_throughput.json"
+OURS = {
+    "prompt-step2": ("prompt", "second"),
+    "soft-prompt-step1": ("soft-prompt", "first"),
+    "soft-prompt-step2": ("soft-prompt", "second"),
+    "lora-step1": ("lora", "first"),
+    "lora-step2": ("lora", "second"),
+}
+WORKERS = ("trl-sft", *OURS)
+CONTROLS = ("prompt", "soft-prompt", "lora")
+TARGET_VS_TRL = 1.0  # ours_step2 / trl tokens per second, at least
+TARGET_STEP1_VS_STEP2 = 0.75  # step-1 seconds per token / step-2 seconds per token, at most
+# room left in max_length for the longest control prefix (soft prompt, or the hand-written
+# prompt) and the one extra token TRL's chat template puts after the end of turn
+PREFIX_SLACK = 16
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--steps", type=int, default=3, help="timed optimizer steps per config")
+    p.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first (>=1)")
+    p.add_argument("--batch", type=int, default=4, help="examples per optimizer step")
+    p.add_argument("--max-length", type=int, default=512, help="longest example, in tokens")
+    p.add_argument("--soft-prompt-length", type=int, default=20)
+    p.add_argument("--lora-rank", type=int, default=4)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--data", type=Path, default=HH_TEST, help="HH-RLHF jsonl(.gz)")
+    p.add_argument("--only", nargs="+", choices=WORKERS, help="run only these configurations")
+    p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        p.error("--warmup and --steps must be at least 1")
+    return args
+
+
+def n_examples(args: argparse.Namespace) -> int:
+    return (args.warmup + args.steps) * args.batch
+
+
+def select_records(args: argparse.Namespace, tokenizer):
+    """The first HH-RLHF records whose both responses fit, with any control, in max_length.
+
+    Each record gives two examples (chosen -> ``good``, rejected -> ``bad``), in file order,
+    so every configuration and TRL train on the very same token sequences up to the prefix.
+    """
+    from ctrlalign.data import load_preference_data
+    from ctrlalign.training.batching import encode
+
+    data = load_preference_data(f"hh-rlhf:{args.data}")
+    budget = args.max_length - max(args.soft_prompt_length, PREFIX_SLACK) - 2
+    records = []
+    for record in data.records:
+        lengths = [
+            len(encode(tokenizer, None, record.chat, None, text).input_ids)
+            for text in record.responses.values()
+        ]
+        if len(lengths) == 2 and max(lengths) <= budget:
+            records.append(record)
+        if 2 * len(records) >= n_examples(args):
+            return data.preferences, records
+    sys.exit(f"error: not enough HH-RLHF records fit in --max-length {args.max_length}")
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMeter, dict]:
+    from ctrlalign.controlled_lm import ControlledLM
+    from ctrlalign.controls import build_control
+    from ctrlalign.models import load_model
+    from ctrlalign.training.batching import Collator, ExampleDataset, encode_records
+    from ctrlalign.training.config import TrainConfig
+    from ctrlalign.training.trainer import ControlTrainer, run_stage, training_arguments
+
+    kind, stage = OURS[name]
+    first = stage == "first"
+    lm, tokenizer = load_model(args.model)
+    preferences, records = select_records(args, tokenizer)
+    control = build_control(
+        kind,
+        preferences,
+        soft_prompt_length=args.soft_prompt_length,
+        lora_rank=args.lora_rank,
+    )
+    lm = control.attach(lm, tokenizer)
+    model = ControlledLM(lm, control)
+    encoded = encode_records(records, tokenizer, control, args.max_length)
+    if encoded.dropped_too_long or len(encoded.examples) != n_examples(args):
+        raise RuntimeError(f"{name}: examples do not match the selection ({encoded})")
+    method = {"prompt": "coh", "soft-prompt": "meet-prompt", "lora": "meet-lora"}[kind]
+    config = TrainConfig(
+        data=f"hh-rlhf:{args.data}",
+        output=str(out_dir),
+        method=method,
+        model=args.model,
+        stages=stage,
+        soft_prompt_length=args.soft_prompt_length,
+        lora_rank=args.lora_rank,
+        batch_size=args.batch,
+        micro_batch_size=args.batch,
+        max_length=args.max_length,
+        max_steps=args.warmup + args.steps,
+    )
+    config.validate()
+    # as ctrlalign.training.meet.train does for one stage
+    params = control.first_stage_parameters(lm) if first else list(model.parameters())
+    handles = control.restrict_first_stage(lm) if first else []
+    targs = training_arguments(
+        config,
+        out_dir / "checkpoints" / stage,
+        lr=config.lr_first if first else config.lr_second,
+        epochs=config.epochs,
+    )
+    targs.train_sampling_strategy = "sequential"
+    targs.disable_tqdm = True
+    meter = StepMeter()
+
+    class BenchTrainer(ControlTrainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            instrument(self, meter)
+
+    metrics = run_stage(
+        model,
+        params,
+        out_dir / "checkpoints" / stage,
+        targs,
+        ExampleDataset(encoded.examples),
+        Collator(tokenizer.pad_token_id),
+        trainer_cls=BenchTrainer,
+    )
+    for handle in handles:
+        handle.remove()
+    info = {
+        "trainer": "ctrlalign ControlTrainer via run_stage",
+        "control": kind,
+        "stage": stage,
+        "learning_rate": targs.learning_rate,
+        "trainable_parameters": metrics["trainable_parameters"],
+        "lm_frozen": first,
+        "bf16": targs.bf16,
+        "max_grad_norm": targs.max_grad_norm,
+    }
+    if kind == "soft-prompt":
+        info["soft_prompt_length"] = args.soft_prompt_length
+    if kind == "lora":
+        info["lora_rank"] = args.lora_rank
+        info["lora_target_modules"] = "all-linear"
+    return meter, info
+
+
+def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from ctrlalign.models import load_model
+
+    lm, tokenizer = load_model(args.model)
+    _, records = select_records(args, tokenizer)
+    rows = [
+        {"prompt": record.chat, "completion": [{"role": "assistant", "content": text}]}
+        for record in records
+        for text in record.responses.values()
+    ]
+    sft = SFTConfig(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1,
+        max_steps=args.warmup + args.steps,
+        learning_rate=2e-5,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_length=args.max_length,
+        completion_only_loss=True,
+        packing=False,
+        padding_free=False,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        dataloader_pin_memory=False,
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        logging_steps=5,
+        report_to="none",
+        seed=42,
+        disable_tqdm=True,
+    )
+    trainer = SFTTrainer(
+        model=lm, args=sft, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
+    if longest > args.max_length:
+        raise RuntimeError(f"TRL would truncate: longest example {longest} > {args.max_length}")
+    meter = StepMeter()
+    instrument(trainer, meter)
+    trainer.train()
+    info = {
+        "trainer": "trl.SFTTrainer",
+        "dataset": "conversational prompt/completion",
+        "completion_only_loss": sft.completion_only_loss,
+        "learning_rate": sft.learning_rate,
+        "trainable_parameters": sum(p.numel() for p in lm.parameters() if p.requires_grad),
+        "bf16": sft.bf16,
+        "gradient_checkpointing": sft.gradient_checkpointing,
+        "padding_free": sft.padding_free,
+        "max_grad_norm": sft.max_grad_norm,
+    }
+    return meter, info
+
+
+def worker(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    out_dir = Path(tempfile.mkdtemp(prefix=f"bench-{args.worker}."))
+    try:
+        if args.worker == "trl-sft":
+            meter, info = run_trl(args, out_dir)
+        else:
+            meter, info = run_ours(args, args.worker, out_dir)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    result = {"name": args.worker, **info, **meter.summary(args.warmup)}
+    result["torch_threads"] = torch.get_num_threads()
+    args.worker_out.write_text(json.dumps(result))
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def ratios(configs: dict[str, dict]) -> dict:
+    out: dict[str, dict] = {}
+    trl = configs.get("trl-sft")
+    for kind in CONTROLS:
+        s1, s2 = configs.get(f"{kind}-step1"), configs.get(f"{kind}-step2")
+        entry = {}
+        if s2 and trl:
+            value = s2["tokens_per_s"] / trl["tokens_per_s"]
+            entry["step2_vs_trl"] = {
+                "value": round(value, 3),
+                "target": f">= {TARGET_VS_TRL}",
+                "met": value >= TARGET_VS_TRL,
+                "means": "ours step-2 tokens/s divided by TRL SFT tokens/s",
+            }
+        if s1 and s2:
+            value = s2["tokens_per_s"] / s1["tokens_per_s"]
+            entry["step1_vs_step2"] = {
+                "value": round(value, 3),
+                "target": f"<= {TARGET_STEP1_VS_STEP2}",
+                "met": value <= TARGET_STEP1_VS_STEP2,
+                "means": "step-1 seconds per token divided by step-2 seconds per token",
+            }
+        if entry:
+            out[kind] = entry
+    return out
+
+
+def table(results: dict) -> str:
+    rows = [
+        "| configuration | trains | tokens/step | response tok/step | s/step | tokens/s "
+        "| response tok/s | peak RSS delta (MiB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results["configs"].items():
+        steps = r["timed_steps"]
+        trains = (
+            "LM (full), completion-only loss"
+            if name == "trl-sft"
+            else ("control only (LM frozen)" if r["lm_frozen"] else "LM + control")
+        )
+        rows.append(
+            f"| {name} | {trains} | {r['timed_tokens'] / steps:.0f} "
+            f"| {r['timed_response_tokens'] / steps:.0f} | {r['seconds_per_step']:.2f} "
+            f"| {r['tokens_per_s']:.1f} | {r['response_tokens_per_s']:.1f} "
+            f"| {r['rss_peak_delta_mib']:.0f} |"
+        )
+    rows += ["", "| control | ratio | value | target | met |", "|---|---|---:|---|---|"]
+    for kind, entry in results["ratios"].items():
+        for key, r in entry.items():
+            rows.append(f"| {kind} | {key} | {r['value']:.2f} | {r['target']} | {r['met']} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        worker(args)
+        return
+    require_file(args.data, "HH-RLHF helpful-base test data")
+    passed = [
+        "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
+        "--max-length", str(args.max_length), "--soft-prompt-length", str(args.soft_prompt_length),
+        "--lora-rank", str(args.lora_rank), "--threads", str(args.threads),
+        "--model", args.model, "--data", str(args.data),
+    ]  # fmt: skip
+    started = time.time()
+    configs = {}
+    for name in args.only or WORKERS:
+        print(f"[bench] {name} ...", flush=True)
+        configs[name] = run_worker(Path(__file__).resolve(), name, passed)
+        r = configs[name]
+        print(
+            f"[bench] {name}: {r['tokens_per_s']:.1f} tok/s, {r['seconds_per_step']:.2f} s/step, "
+            f"peak RSS +{r['rss_peak_delta_mib']:.0f} MiB",
+            flush=True,
+        )
+    results = {
+        "benchmark": "train_throughput",
+        "command": "python bench/train_throughput.py " + " ".join(sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_seconds": round(time.time() - started, 1),
+        "environment": environment(),
+        "setup": {
+            "model": args.model,
+            "data": str(args.data),
+            "examples": n_examples(args),
+            "example_order": "file order; each record gives its chosen and rejected response",
+            "batch_size": args.batch,
+            "gradient_accumulation_steps": 1,
+            "max_length": args.max_length,
+            "warmup_steps": args.warmup,
+            "timed_steps": args.steps,
+            "torch_threads": args.threads,
+            "dtype": "float32",
+            "soft_prompt_length": args.soft_prompt_length,
+            "lora_rank": args.lora_rank,
+            "tokens": "non-pad tokens per optimizer step (attention-mask ones)",
+            "response_tokens": "tokens carrying loss (response + end of turn)",
+            "timed_step": "end of previous optimizer step to end of this one (fetch, collate, "
+            "forward, backward, clip, optimizer, scheduler, logging)",
+            "memory": "peak RSS sampled every 5 ms by a psutil thread during the step loop, "
+            "minus RSS at on_train_begin (model, data, trainer, optimizer built, no step run); "
+            "each configuration runs in a fresh process",
+        },
+        "configs": configs,
+        "ratios": ratios(configs),
+    }
+    write_json_atomic(args.output, results)
+    print(table(results))
+    print(f"[bench] wrote {args.output} in {results['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

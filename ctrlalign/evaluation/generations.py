@@ -1,0 +1,166 @@
+"""Every run's answers at every temperature, cached in the report folder batch by batch.
+
+Generation is the slow part of an evaluation on CPU, so each (run, temperature) cell is a
+JSON-lines file that grows one batch at a time: a killed evaluation loses at most the
+batch in flight, and a rerun generates only prompts the file lacks. A cached answer counts
+only if it came from the same trained run (a fingerprint of its ``run.yaml`` and
+``metrics.json``, so retraining invalidates it) under the same generation settings.
+Each batch is sampled with its own seed (``seed`` + its first prompt's index), so an
+evaluation that was interrupted gives the answers an uninterrupted one gives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ctrlalign.data import Record
+from ctrlalign.generation import GenerationConfig, generate
+from ctrlalign.rundir import RUN_FILE, Run, load_run, read_run_info
+
+log = logging.getLogger(__name__)
+
+
+def _digest(*parts: object) -> str:
+    text = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def prompt_key(record: Record) -> str:
+    return _digest(record.messages)[:24]
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run directory under the name the report gives it, checked and fingerprinted."""
+
+    name: str
+    path: Path
+    info: dict
+    fingerprint: str
+
+    @classmethod
+    def read(cls, name: str, path: str | Path) -> RunRef:
+        """Raises ``RunError`` when ``path`` is not a finished run directory."""
+        path = Path(path)
+        info = read_run_info(path)
+        metrics = path / "metrics.json"
+        extra = metrics.read_text() if metrics.is_file() else ""
+        return cls(name, path, info, _digest((path / RUN_FILE).read_text(), extra)[:16])
+
+    @property
+    def preference(self) -> str | None:
+        """The control a run answers under: its preferred one (CoH's "A good ..." prompt)."""
+        if not self.info.get("control"):
+            return None
+        return self.info.get("chosen") or self.info["preferences"][0]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    seed: int = 0
+
+
+class GenerationStore:
+    """The cached answers of every cell under ``folder``; see the module docstring."""
+
+    def __init__(self, folder: Path, settings: GenerationSettings) -> None:
+        self.folder = folder
+        self.settings = settings
+
+    def path(self, run: RunRef, temperature: float) -> Path:
+        return self.folder / f"{run.name}_t{temperature:g}.jsonl"
+
+    def _signature(self, run: RunRef, temperature: float) -> str:
+        s = self.settings
+        return _digest(run.fingerprint, temperature, s.max_new_tokens, s.batch_size, s.seed)[:16]
+
+    def cached(self, run: RunRef, temperature: float) -> dict[str, str]:
+        """prompt key -> answer for rows of this exact run and settings (torn lines skipped)."""
+        path = self.path(run, temperature)
+        if not path.is_file():
+            return {}
+        signature = self._signature(run, temperature)
+        answers = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("signature") == signature:
+                answers[row["key"]] = row["response"]
+        return answers
+
+    def missing(self, run: RunRef, temperature: float, records: Sequence[Record]) -> bool:
+        cached = self.cached(run, temperature)
+        return any(prompt_key(record) not in cached for record in records)
+
+    def answers(
+        self, run: RunRef, temperature: float, records: Sequence[Record], loaded: Run | None
+    ) -> list[str]:
+        """Answers for ``records`` in order, generating the batches the cache lacks.
+
+        ``loaded`` is the run's model, needed only when something is missing.
+        """
+        cached = self.cached(run, temperature)
+        size = self.settings.batch_size
+        todo = [
+            start
+            for start in range(0, len(records), size)
+            if any(prompt_key(r) not in cached for r in records[start : start + size])
+        ]
+        path = self.path(run, temperature)
+        signature = self._signature(run, temperature)
+        for start in tqdm(todo, desc=f"{run.name} t={temperature:g}", disable=not todo):
+            if loaded is None:
+                raise ValueError(f"answers for {run.name} are missing and no model was loaded")
+            batch = records[start : start + size]
+            config = GenerationConfig(
+                max_new_tokens=self.settings.max_new_tokens,
+                temperature=temperature,
+                seed=self.settings.seed + start,
+                batch_size=size,
+            )
+            texts = generate(
+                loaded.model, loaded.tokenizer, [r.chat for r in batch], run.preference, config
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                for record, text in zip(batch, texts, strict=True):
+                    key = prompt_key(record)
+                    cached[key] = text
+                    row = {
+                        "key": key,
+                        "signature": signature,
+                        "prompt": record.prompt_text,
+                        "response": text,
+                    }
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return [cached[prompt_key(record)] for record in records]
+
+
+def generate_all(
+    store: GenerationStore,
+    runs: Sequence[RunRef],
+    temperatures: Sequence[float],
+    records: Sequence[Record],
+) -> dict[tuple[str, float], list[str]]:
+    """(run name, temperature) -> answers; each run's model is loaded only if it must answer."""
+    answers = {}
+    for run in runs:
+        needed = any(store.missing(run, t, records) for t in temperatures)
+        loaded = load_run(run.path) if needed else None
+        if needed:
+            log.info("generating with %s (%d prompts)", run.name, len(records))
+        for temperature in temperatures:
+            answers[run.name, temperature] = store.answers(run, temperature, records, loaded)
+        del loaded
+    return answers

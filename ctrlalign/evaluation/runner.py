@@ -1,0 +1,240 @@
+"""``ctrlalign evaluate``: answer with each run, judge against a baseline, write the report.
+
+``prepare`` checks everything a user can get wrong (a folder that is not a run, an unknown
+judge kind, an endpoint nobody answers at, a reward model that cannot load, ROUGE asked of
+data without references) before a model is loaded for generation or a file is written, so
+a mistake costs seconds and leaves nothing behind. ``run`` then generates (cached per
+run and temperature, see ``generations``), judges (cached per answer, see ``judges``) and
+writes the tables and plots (``report_writer``). A rerun, after a kill or with one more
+temperature, does only the work that is new.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ctrlalign.data import DataError
+from ctrlalign.evaluation.eval_data import EvalSet, judge_prompt, load_eval_set, training_prompts
+from ctrlalign.evaluation.generations import (
+    GenerationSettings,
+    GenerationStore,
+    RunRef,
+    generate_all,
+)
+from ctrlalign.evaluation.judges import Judge, JudgeSpecError, build_judge
+from ctrlalign.evaluation.llm_judge import TASKS
+from ctrlalign.evaluation.report import ReportRow, mean_words
+from ctrlalign.evaluation.report_writer import Results, RougeRow, ScalingPoint, write_report
+from ctrlalign.evaluation.rouge import rouge_for_records
+from ctrlalign.evaluation.verdicts import DEFAULT_TIE_BAND, Comparison, WinRate
+
+log = logging.getLogger(__name__)
+
+#: method -> the setting its paper table scales, and the axis name the plots use
+SCALING = {
+    "meet-prompt": ("soft_prompt_length", "soft-prompt length"),
+    "meet-lora": ("lora_rank", "LoRA rank"),
+}
+
+
+class EvaluationSetupError(ValueError):
+    """The evaluation cannot run as asked; raised before any work is done."""
+
+
+@dataclass
+class EvalOptions:
+    temperatures: list[float] = field(default_factory=lambda: [0.0])
+    max_examples: int | None = None
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    seed: int = 0
+    #: None: ROUGE exactly when every evaluation prompt has a reference
+    rouge: bool | None = None
+    tie_band: tuple[float, float] = DEFAULT_TIE_BAND
+    #: LLM judge prompt: None picks "summary" for data with references, else "dialogue"
+    task: str | None = None
+    judge_model: str | None = None
+    n_boot: int = 2000
+
+
+@dataclass
+class Plan:
+    """A checked evaluation, ready to run."""
+
+    candidates: list[RunRef]
+    baseline: RunRef
+    eval_set: EvalSet
+    judges: list[Judge]
+    options: EvalOptions
+    output: Path
+    rouge: bool
+    task: str
+    notes: list[str]
+
+    @property
+    def runs(self) -> list[RunRef]:
+        return [*self.candidates, self.baseline]
+
+
+def _check_options(options: EvalOptions) -> None:
+    if not options.temperatures:
+        raise EvaluationSetupError("no temperatures: pass e.g. --temperatures 0,0.5,1")
+    if any(t < 0 for t in options.temperatures):
+        raise EvaluationSetupError(f"temperatures must be >= 0, got {options.temperatures}")
+    if options.task is not None and options.task not in TASKS:
+        raise EvaluationSetupError(f"unknown judge task {options.task!r}; choose from {TASKS}")
+    low, high = options.tie_band
+    if not 0 <= low <= 0.5 <= high <= 1:
+        raise EvaluationSetupError(f"tie band must contain 0.5 within [0, 1], got {low}, {high}")
+
+
+def _read_runs(runs: Mapping[str, str | Path], baseline: tuple[str, str | Path]) -> list[RunRef]:
+    names = [*runs, baseline[0]]
+    if not runs:
+        raise EvaluationSetupError("no runs to evaluate: pass --runs DIR [DIR ...]")
+    if len(set(names)) != len(names):
+        raise EvaluationSetupError(f"run names must differ (folder names are used): {names}")
+    paths = [Path(p).resolve() for p in runs.values()]
+    if Path(baseline[1]).resolve() in paths:
+        raise EvaluationSetupError("the baseline is also listed among the runs")
+    return [RunRef.read(name, path) for name, path in [*runs.items(), baseline]]
+
+
+def _excluded_prompts(refs: Sequence[RunRef]) -> tuple[set, list[str]]:
+    """Training prompts of every run, so evaluation never asks what a run trained on."""
+    seen, notes = set(), []
+    settings = {
+        (r.info["data"], r.info.get("eval_fraction", 0.05), r.info.get("seed", 42))
+        for r in refs
+        if r.info.get("data")
+    }
+    for spec, fraction, seed in sorted(settings, key=str):
+        try:
+            seen |= training_prompts(spec, fraction, seed)
+        except (DataError, ValueError, OSError) as err:
+            notes.append(f"could not read training data {spec!r} to leave its prompts out: {err}")
+    return seen, notes
+
+
+def prepare(
+    runs: Mapping[str, str | Path],
+    baseline: tuple[str, str | Path],
+    data: str,
+    judges: Sequence[str],
+    output: str | Path,
+    options: EvalOptions | None = None,
+) -> Plan:
+    """Check every input and build the plan; writes nothing (see the module docstring)."""
+    options = options or EvalOptions()
+    _check_options(options)
+    if not judges:
+        raise EvaluationSetupError("no judge: pass --judge rm:DIR_OR_ID and/or --judge llm:URL")
+    refs = _read_runs(runs, baseline)
+    exclude, notes = _excluded_prompts(refs)
+    eval_set = load_eval_set(data, options.max_examples, exclude)
+    rouge = eval_set.has_references if options.rouge is None else options.rouge
+    if rouge and not eval_set.has_references:
+        missing = sum(not r.reference for r in eval_set.records)
+        raise EvaluationSetupError(
+            f"ROUGE needs a reference for every prompt, but {missing} of "
+            f"{len(eval_set.records)} prompts in {data} have none"
+        )
+    task = options.task or ("summary" if eval_set.has_references else "dialogue")
+    cache = Path(output) / "cache"
+    try:
+        built = [
+            build_judge(spec, cache, task, options.judge_model, options.tie_band) for spec in judges
+        ]
+    except JudgeSpecError as err:
+        raise EvaluationSetupError(str(err)) from err
+    names = [judge.name for judge in built]
+    if len(set(names)) != len(names):
+        raise EvaluationSetupError(f"judges must differ: {names}")
+    for judge in built:
+        try:
+            judge.check()
+        except JudgeSpecError as err:
+            raise EvaluationSetupError(str(err)) from err
+    return Plan(refs[:-1], refs[-1], eval_set, built, options, Path(output), rouge, task, notes)
+
+
+def _scaling(runs: Sequence[RunRef]) -> dict[str, ScalingPoint]:
+    points = {}
+    for run in runs:
+        method = run.info.get("method")
+        if method in SCALING and run.info.get(SCALING[method][0]) is not None:
+            key, axis = SCALING[method]
+            stages = "+".join(run.info.get("stages_run") or [])
+            points[run.name] = ScalingPoint(f"{method} [{stages}]", axis, float(run.info[key]))
+    return points
+
+
+def _setup_lines(plan: Plan) -> list[str]:
+    o, e = plan.options, plan.eval_set
+    left_out = f" ({e.seen_in_training} training prompts left out)" if e.seen_in_training else ""
+    return [
+        f"evaluation data: `{e.spec}`, {len(e.records)} prompts{left_out}",
+        f"runs: {', '.join(f'{r.name} (`{r.path}`)' for r in plan.candidates)}",
+        f"baseline: {plan.baseline.name} (`{plan.baseline.path}`)",
+        f"temperatures: {', '.join(f'{t:g}' for t in o.temperatures)}; at most "
+        f"{o.max_new_tokens} new tokens; seed {o.seed}",
+        f"tie band of reward judges: sigmoid(r1 - r2) in [{o.tie_band[0]}, {o.tie_band[1]}]; "
+        f"Δ = win % - lose %, 95% bootstrap interval ({o.n_boot} resamples)",
+        "Words: mean answer length in words (the paper explains DPO's results by length)",
+        *plan.notes,
+    ]
+
+
+def run(plan: Plan) -> Path:
+    """Generate, judge and write the report; returns the path of ``report.md``."""
+    o = plan.options
+    store = GenerationStore(
+        plan.output / "generations", GenerationSettings(o.max_new_tokens, o.batch_size, o.seed)
+    )
+    records = plan.eval_set.records
+    answers = generate_all(store, plan.runs, o.temperatures, records)
+    prompts = [judge_prompt(record) for record in records]
+    rows, judge_notes = [], [judge.describe() for judge in plan.judges]
+    for judge in plan.judges:
+        for temperature in o.temperatures:
+            base = answers[plan.baseline.name, temperature]
+            for run_ref in plan.candidates:
+                mine = answers[run_ref.name, temperature]
+                comparisons = [Comparison(*c) for c in zip(prompts, mine, base, strict=True)]
+                decisions = judge.judge(comparisons)
+                label = f"{judge.name}, {run_ref.name}, t={temperature:g}"
+                judge_notes += [f"{label}: {note}" for note in decisions.notes]
+                decided = decisions.decided()
+                if not decided:
+                    judge_notes.append(f"{label}: no pair decided, no row")
+                    continue
+                rate = WinRate.from_verdicts(decided, n_boot=o.n_boot, seed=o.seed)
+                rows.append(
+                    ReportRow.from_answers(run_ref.name, judge.name, temperature, rate, mine, base)
+                )
+    rouge_rows = []
+    if plan.rouge:
+        for temperature in o.temperatures:
+            for run_ref in plan.runs:
+                texts = answers[run_ref.name, temperature]
+                scores = rouge_for_records(texts, records)
+                rouge_rows.append(RougeRow(run_ref.name, temperature, scores, mean_words(texts)))
+    results = Results(
+        plan.baseline.name, _setup_lines(plan), rows, rouge_rows, judge_notes, _scaling(plan.runs)
+    )
+    return write_report(plan.output, results)
+
+
+def evaluate(
+    runs: Mapping[str, str | Path],
+    baseline: tuple[str, str | Path],
+    data: str,
+    judges: Sequence[str],
+    output: str | Path,
+    options: EvalOptions | None = None,
+) -> Path:
+    """``prepare`` then ``run``: the whole of ``ctrlalign evaluate``."""
+    return run(prepare(runs, baseline, data, judges, output, options))

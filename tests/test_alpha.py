@@ -1,0 +1,192 @@
+"""The alpha dial beyond CLM (MEET --against), the CLI's checks, and alpha-sweep's outputs."""
+
+import csv
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForSequenceClassification
+
+from ctrlalign.alpha import distinct_n
+from ctrlalign.cli import main
+from ctrlalign.clm import insert_identity_layer
+from ctrlalign.controlled_lm import ControlledLM
+from ctrlalign.generation import GenerationConfig, alpha_row, generate, generate_rows
+from ctrlalign.models import load_model
+from ctrlalign.rundir import save_run
+
+PROMPTS = ["What is two plus two?", "Hi!"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    """A CLM run (perturbed layer) and a coh run, both naming the tiny model folder."""
+    root = tmp_path_factory.mktemp("runs")
+    lm, tok = load_model(str(tiny_model_dir))
+    layer = insert_identity_layer(lm)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.3)
+    info = {"model": str(tiny_model_dir), "method": "clm", "control": None, "preferences": []}
+    save_run(root / "clm", ControlledLM(lm), tok, info, {}, save_lm=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def coh_run(runs, tiny_model_dir):
+    from ctrlalign.controls import build_control
+
+    lm, tok = load_model(str(tiny_model_dir))
+    control = build_control("prompt", ["good", "bad"])
+    lm = control.attach(lm, tok)
+    info = {
+        "model": str(tiny_model_dir),
+        "method": "coh",
+        "control": "prompt",
+        "preferences": ["good", "bad"],
+        "chosen": "good",
+    }
+    save_run(runs / "coh", ControlledLM(lm, control), tok, info, {}, save_lm=False)
+    return runs / "coh"
+
+
+def test_against_alpha_1_is_plain_preference_and_batches_mix(controlled):
+    model, tok = controlled("lora", lora_random=True)
+    config = GenerationConfig(max_new_tokens=5, batch_size=32)
+    good = generate(model, tok, PROMPTS, "good", config)
+    bad = generate(model, tok, PROMPTS, "bad", config)
+    assert good != bad
+    assert (
+        generate_rows(model, tok, [alpha_row(p, 1, "good", "bad") for p in PROMPTS], config) == good
+    )
+    assert (
+        generate_rows(model, tok, [alpha_row(p, 0, "good", "bad") for p in PROMPTS], config) == bad
+    )
+
+    rows = [alpha_row(p, a, "good", "bad") for p in PROMPTS for a in (-0.5, 0.5, 1.0, 2.0)]
+    together = generate_rows(model, tok, rows, config)
+    assert together == [generate_rows(model, tok, [r], config)[0] for r in rows]
+
+    # first token at alpha 2: argmax of 2 * good - bad, from one forward per adapter
+    ids = torch.tensor([alpha_row_ids(tok, PROMPTS[0])])
+    logits = {}
+    with torch.no_grad():
+        for pref in ("good", "bad"):
+            with model.control.use(pref):
+                logits[pref] = model.lm(input_ids=ids).logits[0, -1]
+    mix = 2 * logits["good"] - logits["bad"]
+    first = generate_rows(
+        model, tok, [alpha_row(PROMPTS[0], 2.0, "good", "bad")], GenerationConfig(1)
+    )
+    assert first[0] == tok.decode([int(mix.argmax())], skip_special_tokens=True).strip()
+
+
+def alpha_row_ids(tok, prompt: str) -> list[int]:
+    return tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=False
+    )
+
+
+def test_generate_against_on_a_meet_run(coh_run, tmp_path):
+    out = tmp_path / "out.jsonl"
+    argv = ["generate", "--run", str(coh_run), "--prompt", "Hi!", "--alpha", "1.5"]
+    assert main([*argv, "--against", "bad", "--max-new-tokens", "3", "--output", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert (row["preference"], row["against"], row["alpha"]) == ("good", "bad", 1.5)
+
+
+@pytest.mark.parametrize(
+    ("run", "flags", "message"),
+    [
+        ("clm", ["--preference", "good"], "CLM run"),
+        ("clm", ["--alpha", "0.5", "--against", "bad"], "CLM run takes --alpha alone"),
+        ("coh", ["--alpha", "0.5"], "--against"),
+        ("coh", ["--alpha", "0.5", "--against", "good"], "is the --preference itself"),
+    ],
+)
+def test_bad_dial_flags_fail_clearly_and_write_nothing(
+    runs, coh_run, tmp_path, capsys, run, flags, message
+):
+    out = tmp_path / "out.jsonl"
+    argv = ["generate", "--run", str(runs / run), "--prompt", "Hi!", "--output", str(out)]
+    assert main([*argv, *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("alpha", ["abc", "nan", "1.5.2"])
+def test_alpha_that_is_not_a_number_fails_and_writes_nothing(runs, tmp_path, capsys, alpha):
+    out = tmp_path / "out.jsonl"
+    argv = ["generate", "--run", str(runs / "clm"), "--prompt", "Hi!", "--output", str(out)]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, f"--alpha={alpha}"])
+    assert exit_info.value.code == 2
+    assert "alpha must be a" in capsys.readouterr().err
+    assert not out.exists()
+
+    sweep_out = tmp_path / "sweep"
+    with pytest.raises(SystemExit):
+        main(["alpha-sweep", "--run", str(runs / "clm"), "--alphas", f"0,{alpha}",
+              "--prompt", "Hi!", "--output", str(sweep_out)])  # fmt: skip
+    assert not sweep_out.exists()
+
+
+def test_per_prompt_alpha_in_prompts_file_is_checked(runs, tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Hi!", "alpha": 0.5}\n{"prompt": "Yo", "alpha": "x"}\n')
+    out = tmp_path / "out.jsonl"
+    argv = ["generate", "--run", str(runs / "clm"), "--prompts", str(prompts)]
+    assert main([*argv, "--output", str(out)]) == 2
+    assert "alpha must be a number" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tmp_path_factory, tiny_model_dir):
+    path = tmp_path_factory.mktemp("rm")
+    _, tok = load_model(str(tiny_model_dir))
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_alpha_sweep_writes_csv_plot_and_answers(runs, reward_model_dir, tmp_path):
+    out = tmp_path / "sweep"
+    alphas = "-1,0,0.5,1,2"
+    argv = ["alpha-sweep", "--run", str(runs / "clm"), "--alphas", alphas, "--output", str(out)]
+    argv += ["--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--max-new-tokens", "4"]
+    assert main([*argv, "--judge", f"rm:{reward_model_dir}"]) == 0
+    with open(out / "sweep.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [float(r["alpha"]) for r in table] == [-1, 0, 0.5, 1, 2]
+    assert all(r["n"] == "2" and r["mean_score"] != "" for r in table)
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 10 and all("score" in a and "tokens" in a for a in answers)
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_alpha_sweep_with_a_bad_judge_writes_nothing(runs, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["alpha-sweep", "--run", str(runs / "clm"), "--alphas", "0,1", "--prompt", "Hi!"]
+    assert main([*argv, "--output", str(out), "--judge", "gpt4"]) == 2
+    assert "rm:ID_OR_DIR" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_distinct_n_by_hand():
+    texts = ["the cat the cat", "a dog"]
+    # unigrams: the, cat, the, cat, a, dog -> 4 unique of 6; bigrams: 3 + 1 -> 3 unique of 4
+    assert distinct_n(texts, 1) == pytest.approx(4 / 6)
+    assert distinct_n(texts, 2) == pytest.approx(3 / 4)
+    assert distinct_n([""], 2) == 0.0

@@ -1,0 +1,163 @@
+"""CLM: the identity layer is exact at initialisation, training moves only that layer, the
+run directory holds only the layer, and the alpha dial reproduces both models (greedy)."""
+
+import copy
+
+import pytest
+import torch
+
+from ctrlalign.cli import main
+from ctrlalign.clm import insert_identity_layer, load_identity_layer, save_identity_layer
+from ctrlalign.controlled_lm import ControlledLM
+from ctrlalign.generation import GenerationConfig, alpha_row, generate_rows
+from ctrlalign.models import load_model
+from ctrlalign.rundir import load_run, read_run_info
+from ctrlalign.training.clm import fit_lm
+from ctrlalign.training.dpo import fit_pairs, load_pairwise
+
+PROMPTS = ["What is two plus two?", "Hi!", "Tell me a long story about a dog and a cat."]
+
+
+def perturb(layer: torch.nn.Module, std: float = 0.3, seed: int = 1) -> None:
+    """Move the layer away from the identity, as training would."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * std)
+
+
+@pytest.fixture
+def base_and_aligned(tiny):
+    base, tokenizer = tiny
+    aligned = copy.deepcopy(base)
+    perturb(insert_identity_layer(aligned))
+    return base, aligned, tokenizer
+
+
+def test_identity_layer_leaves_logits_unchanged(tiny):
+    lm, _ = tiny
+    ids = torch.randint(5, 5000, (3, 11), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding
+    with torch.no_grad():
+        before = lm(ids, attention_mask=mask).logits
+        insert_identity_layer(lm)
+        after = lm(ids, attention_mask=mask).logits
+    assert lm.config.num_hidden_layers == 3
+    torch.testing.assert_close(after, before, atol=1e-6, rtol=0)
+
+
+def test_skipping_the_layer_is_the_base_model_and_save_load_round_trips(base_and_aligned, tmp_path):
+    base, aligned, _ = base_and_aligned
+    ids = torch.randint(5, 5000, (2, 9), generator=torch.Generator().manual_seed(1))
+    layer = ControlledLM(aligned).clm
+    with torch.no_grad():
+        through = aligned(ids).logits
+        with layer.rows(False):
+            around = aligned(ids).logits
+        with layer.rows(torch.tensor([True, False])):
+            mixed = aligned(ids).logits
+        expected = base(ids).logits
+    torch.testing.assert_close(around, expected, atol=1e-6, rtol=0)
+    assert (through - expected).abs().max() > 1e-2
+    torch.testing.assert_close(mixed, torch.stack([through[0], around[1]]), atol=1e-6, rtol=0)
+
+    save_identity_layer(layer, tmp_path)
+    fresh = copy.deepcopy(base)
+    load_identity_layer(fresh, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(ids).logits, through, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("clm_loss", ["dpo", "lm"])
+def test_training_changes_only_the_new_layer(train_config, pairwise_file, tmp_path, clm_loss):
+    config = train_config(
+        f"pairwise:{pairwise_file}",
+        tmp_path / "run",
+        "clm",
+        clm_loss=clm_loss,
+        max_steps=2,
+        lr_second=1e-2,
+    )
+    lm, tokenizer = load_model(config.model)
+    layer = insert_identity_layer(lm)
+    before = {n: p.detach().clone() for n, p in lm.named_parameters()}
+    train_data, eval_data = load_pairwise(config)
+    fit = fit_pairs if clm_loss == "dpo" else fit_lm
+    fit(config, ControlledLM(lm), tokenizer, list(layer.parameters()), train_data, eval_data)
+    layer_names = {f"model.layers.0.{n}" for n, _ in layer.named_parameters()}
+    changed = {n for n, p in lm.named_parameters() if not torch.equal(p, before[n])}
+    assert changed, "nothing trained"
+    assert changed <= layer_names
+
+
+def test_cli_run_directory_holds_only_the_layer(
+    train_config, pairwise_file, tiny_model_dir, tmp_path, capsys
+):
+    config = train_config(f"pairwise:{pairwise_file}", tmp_path / "run", "clm", max_steps=1)
+    argv = ["train", "--data", config.data, "--method", "clm", "--model", config.model]
+    argv += ["--output", config.output, "--max-steps", "1", "--batch-size", "4"]
+    argv += ["--micro-batch-size", "4", "--eval-fraction", "0", "--beta", "0.2"]
+    assert main(argv) == 0
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.iterdir()) == ["clm", "metrics.json", "run.yaml"]
+    info = read_run_info(run_dir)
+    assert info["model"] == config.model and info["clm"] and not info["lm_saved"]
+    assert info["beta"] == 0.2
+    layer_bytes = (run_dir / "clm" / "identity_layer.safetensors").stat().st_size
+    base_bytes = (tiny_model_dir / "model.safetensors").stat().st_size
+    assert layer_bytes < 0.02 * base_bytes
+    run = load_run(run_dir)
+    assert run.model.clm is not None and run.model.config.num_hidden_layers == 3
+    capsys.readouterr()
+    out = tmp_path / "out.jsonl"
+    argv = ["generate", "--run", str(run_dir), "--prompt", "Hi!", "--alpha", "1.5"]
+    assert main([*argv, "--max-new-tokens", "3", "--output", str(out)]) == 0
+    assert '"alpha": 1.5' in out.read_text()
+
+
+def hf_greedy(lm, tokenizer, prompt: str, n: int) -> str:
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    out = lm.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+
+
+def test_alpha_0_and_1_reproduce_base_and_aligned_greedy(base_and_aligned):
+    base, aligned, tokenizer = base_and_aligned
+    model = ControlledLM(aligned)
+    config = GenerationConfig(max_new_tokens=8)
+    for prompt in PROMPTS[:2]:
+        want_base = hf_greedy(base, tokenizer, prompt, 8)
+        want_aligned = hf_greedy(aligned, tokenizer, prompt, 8)
+        assert want_base != want_aligned
+        got = generate_rows(model, tokenizer, [alpha_row(prompt, 0), alpha_row(prompt, 1)], config)
+        assert got == [want_base, want_aligned]
+
+
+def test_alpha_mixes_logits_and_per_row_alpha_batch_equals_one_by_one(base_and_aligned):
+    base, aligned, tokenizer = base_and_aligned
+    model = ControlledLM(aligned)
+    config = GenerationConfig(max_new_tokens=5, batch_size=32)
+    # prompts of different lengths (left padding) and every kind of row: one stream, two
+    rows = [alpha_row(p, a) for p in PROMPTS[1:] for a in (-1.0, 0.0, 0.4, 1.0)]
+    together = generate_rows(model, tokenizer, rows, config)
+    alone = [generate_rows(model, tokenizer, [row], config)[0] for row in rows]
+    assert together == alone
+    assert len(set(together)) > 2  # alpha changes the answers
+
+    # first token at alpha 2: argmax of 2 * aligned - base, from direct forwards
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPTS[0]}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    with torch.no_grad():
+        mix = 2 * aligned(ids).logits[0, -1] - base(ids).logits[0, -1]
+    first = generate_rows(model, tokenizer, [alpha_row(PROMPTS[0], 2.0)], GenerationConfig(1))
+    assert first[0] == tokenizer.decode([int(mix.argmax())], skip_special_tokens=True).strip()

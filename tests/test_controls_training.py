@@ -1,0 +1,76 @@
+"""MEET's two steps: the first moves only the controls, the second moves LM and controls.
+
+``meet.train`` runs the real recipe; ``run_stage`` is wrapped only to snapshot every
+parameter before and after each stage.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ctrlalign.training import meet
+from ctrlalign.training.trainer import run_stage as real_run_stage
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def snapshot(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def train_with_snapshots(monkeypatch, config):
+    stages, holder = {}, {}
+
+    def spy(model, params, stage_dir, *args, **kwargs):
+        before = snapshot(model)
+        result = real_run_stage(model, params, stage_dir, *args, **kwargs)
+        stages[stage_dir.name] = (before, snapshot(model))
+        holder["model"] = model
+        return result
+
+    monkeypatch.setattr(meet, "run_stage", spy)
+    meet.train(config)
+    return stages, holder["model"]
+
+
+def is_control(name: str) -> bool:
+    return name.startswith("control.") or "lora_" in name
+
+
+@pytest.mark.parametrize(
+    "method,kind", [("meet-prompt", "soft-prompt"), ("meet-lora", "lora"), ("meet-token", "token")]
+)
+def test_first_step_moves_only_controls_second_moves_both(
+    method, kind, monkeypatch, tmp_path, pairwise_file, train_config
+):
+    config = train_config(
+        f"pairwise:{pairwise_file}", tmp_path / "run", method, max_examples=4, batch_size=2,
+        micro_batch_size=2, stages="both",
+    )
+    stages, model = train_with_snapshots(monkeypatch, config)
+    assert set(stages) == {"first", "second"}
+    assert model.control.kind == kind
+    emb_name = next(n for n, p in model.named_parameters()
+                    if p is model.base.get_input_embeddings().weight)
+    new_rows = model.control.token_ids if kind == "token" else []
+
+    before, after = stages["first"]
+    lm_names = [n for n in before if not is_control(n)]
+    control_names = [n for n in before if is_control(n)]
+    assert lm_names and (control_names or kind == "token")
+    for name in lm_names:
+        if kind == "token" and name == emb_name:
+            old = torch.ones(before[name].shape[0], dtype=torch.bool)
+            old[new_rows] = False
+            assert torch.equal(before[name][old], after[name][old]), "an old row moved"
+            for row in new_rows:
+                assert not torch.equal(before[name][row], after[name][row]), f"row {row} frozen"
+        else:
+            assert torch.equal(before[name], after[name]), f"{name} moved in the first step"
+    for name in control_names:
+        assert not torch.equal(before[name], after[name]), f"control {name} did not train"
+
+    before, after = stages["second"]
+    for name in before:
+        assert not torch.equal(before[name], after[name]), f"{name} did not move in step two"

@@ -1,0 +1,218 @@
+"""DPO: loss and log-probs against TRL's DPOTrainer (the oracle), the loss variants against
+hand computations, the frozen reference, and the pointwise-data error."""
+
+import copy
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+from trl import DPOConfig, DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+from ctrlalign.cli import main
+from ctrlalign.controlled_lm import ControlledLM
+from ctrlalign.models import load_model
+from ctrlalign.rundir import load_run
+from ctrlalign.training import train_any
+from ctrlalign.training.dpo import (
+    PAIR_INPUTS,
+    REFERENCE_FILE,
+    DPOObjective,
+    PairExample,
+    collate_pairs,
+    encode_pairs,
+    load_pairwise,
+    pair_logps,
+    pairs_fingerprint,
+    reference,
+    with_reference_logps,
+)
+from ctrlalign.training.losses import dpo_sigmoid_loss, ipo_loss
+
+
+def random_pairs(n: int = 3, seed: int = 0) -> list[PairExample]:
+    """Prompts and responses of different lengths, so padding is exercised on both sides."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ids(k: int) -> list[int]:
+        return torch.randint(5, 5000, (k,), generator=g).tolist()
+
+    return [PairExample(ids(7 + 3 * i), ids(4 + i) + [2], ids(6 - i) + [2]) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def policy_and_reference():
+    lm, tokenizer = load_model("tiny")
+    ref = copy.deepcopy(lm)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return lm, ref, tokenizer
+
+
+def trl_trainer(lm, ref, tokenizer, loss_type: str, tmp_path) -> DPOTrainer:
+    args = DPOConfig(
+        output_dir=str(tmp_path / "trl"),
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to="none",
+        beta=0.1,
+        loss_type=[loss_type],
+        max_length=None,
+        per_device_train_batch_size=3,
+    )
+    dummy = Dataset.from_list([{"prompt": "Hello.", "chosen": " Hi.", "rejected": " No."}])
+    return DPOTrainer(
+        model=lm, ref_model=ref, args=args, train_dataset=dummy, processing_class=tokenizer
+    )
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_loss_logps_and_gradients_match_trl(policy_and_reference, loss_type, tmp_path):
+    lm, ref, tokenizer = policy_and_reference
+    pairs = random_pairs()
+    trainer = trl_trainer(lm, ref, tokenizer, loss_type, tmp_path)
+    trl_batch = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(
+        [
+            {"prompt_ids": e.prompt_ids, "chosen_ids": e.chosen_ids, "rejected_ids": e.rejected_ids}
+            for e in pairs
+        ]
+    )
+    trainer.model.train()
+    lm.zero_grad()
+    trl_loss = trainer.compute_loss(trainer.model, trl_batch)
+    trl_loss.backward()
+    trl_grads = {n: p.grad.clone() for n, p in lm.named_parameters()}
+    with torch.no_grad():
+        trl_chosen, trl_rejected = trainer.compute_ref_log_probs(trainer.model, trl_batch)
+        trl_ref_chosen, trl_ref_rejected = trainer.compute_ref_log_probs(ref, trl_batch)
+
+    with_refs = with_reference_logps(ControlledLM(ref), pairs, tokenizer.pad_token_id)
+    objective = DPOObjective(ControlledLM(lm), beta=0.1, loss_type=loss_type)
+    batch = collate_pairs(with_refs, tokenizer.pad_token_id)
+    lm.zero_grad()
+    out = objective(**batch)
+    out["loss"].backward()
+
+    close = {"atol": 1e-4, "rtol": 0}
+    torch.testing.assert_close(batch["ref_logps"][:, 0], trl_ref_chosen, **close)
+    torch.testing.assert_close(batch["ref_logps"][:, 1], trl_ref_rejected, **close)
+    torch.testing.assert_close(out["chosen_logps"].detach(), trl_chosen, **close)
+    torch.testing.assert_close(out["rejected_logps"].detach(), trl_rejected, **close)
+    torch.testing.assert_close(out["loss"].detach(), trl_loss.detach(), **close)
+    for name, p in lm.named_parameters():
+        torch.testing.assert_close(p.grad, trl_grads[name], atol=1e-5, rtol=1e-3, msg=name)
+
+
+def test_shared_prompt_logps_equal_full_sequence_computation(policy_and_reference):
+    """Independent of TRL: sum of log-softmax over each full sequence's response tokens."""
+    lm, _, tokenizer = policy_and_reference
+    pairs = random_pairs(seed=3)
+    batch = collate_pairs(pairs, tokenizer.pad_token_id)
+    with torch.no_grad():
+        chosen, rejected = pair_logps(ControlledLM(lm), *(batch[k] for k in PAIR_INPUTS))
+        for i, e in enumerate(pairs):
+            for response, ours in ((e.chosen_ids, chosen[i]), (e.rejected_ids, rejected[i])):
+                ids = torch.tensor([e.prompt_ids + response])
+                logps = lm(ids).logits[0, :-1].log_softmax(-1)
+                targets = ids[0, 1:]
+                expected = sum(
+                    logps[t, targets[t]].item()
+                    for t in range(len(e.prompt_ids) - 1, ids.shape[1] - 1)
+                )
+                assert ours.item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_label_smoothing_and_ipo_against_hand_computation():
+    pc, pr, rc, rr = -10.0, -12.0, -11.0, -11.5
+    beta, eps = 0.2, 0.1
+    z = beta * ((pc - rc) - (pr - rr))
+
+    def logsig(x: float) -> float:
+        return -math.log1p(math.exp(-x))
+
+    expected = -(1 - eps) * logsig(z) - eps * logsig(-z)
+    got = dpo_sigmoid_loss(torch.tensor([pc - rc]), torch.tensor([pr - rr]), beta, eps)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert dpo_sigmoid_loss(torch.tensor([pc - rc]), torch.tensor([pr - rr]), beta).item() == (
+        pytest.approx(-logsig(z), rel=1e-6)
+    )
+    lc, lr = 4, 7
+    expected_ipo = ((pc - rc) / lc - (pr - rr) / lr - 1 / (2 * beta)) ** 2
+    got_ipo = ipo_loss(
+        torch.tensor([pc - rc]),
+        torch.tensor([pr - rr]),
+        torch.tensor([lc]),
+        torch.tensor([lr]),
+        beta,
+    )
+    assert got_ipo.item() == pytest.approx(expected_ipo, rel=1e-6)
+
+
+def test_objective_uses_label_smoothing(policy_and_reference):
+    lm, ref, tokenizer = policy_and_reference
+    pairs = with_reference_logps(ControlledLM(ref), random_pairs(), tokenizer.pad_token_id)
+    batch = collate_pairs(pairs, tokenizer.pad_token_id)
+    with torch.no_grad():
+        out = DPOObjective(ControlledLM(lm), beta=0.3, label_smoothing=0.2)(**batch)
+    ratios = out["chosen_logps"] - batch["ref_logps"][:, 0]
+    ratios_r = out["rejected_logps"] - batch["ref_logps"][:, 1]
+    z = 0.3 * (ratios - ratios_r)
+    expected = -(0.8) * torch.nn.functional.logsigmoid(z) - 0.2 * torch.nn.functional.logsigmoid(-z)
+    assert out["loss"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("use_lora", [True, False])
+def test_dpo_step_moves_policy_and_leaves_reference_untouched(
+    train_config, pairwise_file, tmp_path, use_lora
+):
+    config = train_config(
+        f"pairwise:{pairwise_file}",
+        tmp_path / "run",
+        "dpo",
+        use_lora=use_lora,
+        max_steps=1,
+        lr_second=1e-2,
+        keep_checkpoints=True,
+    )
+    run_dir = train_any(config)
+    run = load_run(run_dir)
+    base, tokenizer = load_model(config.model)
+    pad = tokenizer.pad_token_id
+    train_data, _ = load_pairwise(config)
+    pairs, _ = encode_pairs(train_data.records, tokenizer, "good", "bad", config.max_length)
+    batch = collate_pairs(pairs, pad)
+    inputs = [batch[k] for k in PAIR_INPUTS]
+    with torch.no_grad():
+        start = torch.stack(pair_logps(ControlledLM(base), *inputs), -1)
+        trained = torch.stack(pair_logps(run.model, *inputs), -1)
+    assert (trained - start).abs().max() > 1e-3, "the policy did not move"
+    # the reference the loss used: log-probs of the starting model, cached before step 1
+    cached = load_file(str(run_dir / "checkpoints" / REFERENCE_FILE))[pairs_fingerprint(pairs)]
+    torch.testing.assert_close(cached, start, atol=1e-4, rtol=0)
+    if use_lora:  # the reference is the same network with its adapter disabled
+        with torch.no_grad(), reference(run.model):
+            ref = torch.stack(pair_logps(run.model, *inputs), -1)
+        torch.testing.assert_close(ref, start, atol=1e-5, rtol=0)
+        assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+        assert not (run_dir / "model").exists()
+    else:
+        assert (run_dir / "model" / "model.safetensors").is_file()
+
+
+def test_dpo_on_pointwise_data_fails_naming_methods_and_writes_nothing(
+    scores_file, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    for method in ("dpo", "clm"):
+        argv = ["train", "--data", f"scores:{scores_file}", "--method", method]
+        code = main([*argv, "--model", "tiny", "--output", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "pointwise" in err
+        assert "coh, special-token, meet-prompt, meet-lora, meet-token, sft" in err
+        assert not out.exists()

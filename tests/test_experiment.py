@@ -1,0 +1,166 @@
+"""``ctrlalign experiment``: a killed experiment resumes without redoing finished cells.
+
+Kills are simulated by making training, then generation, raise partway; every rerun counts
+what it trains and generates, so "not recomputed" is asserted, not assumed.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_setup import FAST_RM, FAST_TRAIN, write_eval_prompts, write_pairs
+
+from ctrlalign.evaluation import experiment, generations
+from ctrlalign.evaluation.experiment import ExperimentError, run_experiment
+from ctrlalign.evaluation.rm_judge import RewardModelJudge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Killed(RuntimeError):
+    pass
+
+
+def write_spec(folder: Path, **changes) -> Path:
+    spec = {
+        "model": "tiny",
+        "data": {
+            "train": write_pairs(folder / "pairs.jsonl"),
+            "eval": write_eval_prompts(folder / "eval.jsonl"),
+        },
+        "train": {k: v for k, v in FAST_TRAIN.items() if k != "model"},
+        "methods": {"coh": {"method": "coh"}, "lora": {"method": "meet-lora", "lora_rank": 1}},
+        "baseline": "coh",
+        "evaluation": {"temperatures": [0, 1], "max_new_tokens": 4, "batch_size": 2, "n_boot": 100},
+        "judges": ["rm:trained"],
+        "reward_model": {k: v for k, v in FAST_RM.items() if k != "model"},
+        "scales": {"two": {"evaluation": {"max_examples": 2}}},
+    } | changes
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+class Counters:
+    """Wraps training, reward-model training, generation and scoring with call logs."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.trained, self.rm_trained, self.generated, self.scored = [], [], [], []
+        self.kill_training: str | None = None
+        self.kill_generation_at: int | None = None
+        train, train_rm = experiment.train_any, experiment.train_reward_model
+        generate, score = generations.generate, RewardModelJudge.score
+
+        def counted_train(config):
+            name = Path(config.output).name
+            if name == self.kill_training:
+                raise Killed(f"killed while training {name}")
+            self.trained.append(name)
+            return train(config)
+
+        def counted_generate(*args, **kwargs):
+            if len(self.generated) == self.kill_generation_at:
+                raise Killed("killed while generating")
+            self.generated.append(args[4].temperature)
+            return generate(*args, **kwargs)
+
+        def counted_score(judge, prompts, responses):
+            self.scored.append(len(prompts))
+            return score(judge, prompts, responses)
+
+        monkeypatch.setattr(experiment, "train_any", counted_train)
+        monkeypatch.setattr(experiment, "train_reward_model", lambda c: self.rm_trained.append(1) or train_rm(c))
+        monkeypatch.setattr(generations, "generate", counted_generate)
+        monkeypatch.setattr(RewardModelJudge, "score", counted_score)
+
+
+def test_killed_experiment_resumes_without_redoing_finished_cells(tmp_path, monkeypatch):
+    spec, out = write_spec(tmp_path), tmp_path / "out"
+
+    # 1. Killed while training the second method: the baseline run is done.
+    first = Counters(monkeypatch)
+    first.kill_training = "lora"
+    with pytest.raises(Killed):
+        run_experiment(spec, out)
+    assert first.trained == ["coh"]
+    coh_done = (out / "runs" / "coh" / "run.yaml").stat().st_mtime_ns
+    assert not (out / "runs" / "lora" / "run.yaml").exists()
+
+    # 2. Killed while generating: 4 prompts in batches of 2 is 2 batches per cell; cells go
+    # lora t0, lora t1, coh t0, coh t1. The kill comes in lora t1's second batch.
+    second = Counters(monkeypatch)
+    second.kill_generation_at = 3
+    with pytest.raises(Killed):
+        run_experiment(spec, out)
+    assert second.trained == ["lora"]
+    assert second.rm_trained == [1]
+    assert second.generated == [0, 0, 1]
+    assert (out / "runs" / "coh" / "run.yaml").stat().st_mtime_ns == coh_done
+    lora_t0 = out / "generations" / "lora_t0.jsonl"
+    lora_t0_done = lora_t0.stat().st_mtime_ns
+
+    # 3. The rerun trains nothing and generates only the 5 missing batches.
+    third = Counters(monkeypatch)
+    report = run_experiment(spec, out)
+    assert (third.trained, third.rm_trained) == ([], [])
+    assert third.generated == [1, 0, 0, 1, 1]
+    assert lora_t0.stat().st_mtime_ns == lora_t0_done
+    rows = list(csv.DictReader((out / "winrates.csv").open()))
+    assert [(r["method"], r["judge"], r["temperature"]) for r in rows] == [
+        ("lora", "rm:reward-model", "0"),
+        ("lora", "rm:reward-model", "1"),
+    ]
+    assert "held-out pairwise accuracy" in report.read_text()
+    assert yaml.safe_load((out / "experiment.yaml").read_text())["judges"] == [
+        f"rm:{out / 'reward-model'}"
+    ]
+
+    # 4. Once finished, a rerun (here on fewer prompts, via a scale) does no work at all.
+    fourth = Counters(monkeypatch)
+    run_experiment(spec, out, scale="two")
+    assert (fourth.trained, fourth.generated, fourth.scored) == ([], [], [])
+    assert all(r["n"] == "2" for r in csv.DictReader((out / "winrates.csv").open()))
+
+    # A done run is never reused under other settings.
+    changed = write_spec(tmp_path, methods={"coh": {"method": "coh"}, "lora": {"method": "meet-lora", "lora_rank": 2}})
+    with pytest.raises(ExperimentError, match="lora_rank: trained with 1, asked for 2"):
+        run_experiment(changed, out)
+
+
+@pytest.mark.parametrize(
+    ("changes", "scale", "message"),
+    [
+        ({"methods": {"coh": {"method": "coh"}, "x": {"method": "nope"}}}, None, "unknown method"),
+        ({"methods": {"coh": {"method": "coh", "lora_rnk": 2}}}, None, "unknown keys"),
+        ({"baseline": "dpo"}, None, "not among `methods`"),
+        ({"judges": ["bleu:x"]}, None, "expected rm:"),
+        ({"evaluation": {"rouge": True}, "data": None}, None, "no references"),
+        ({}, "huge", "no scale 'huge'"),
+    ],
+)
+def test_bad_experiments_fail_before_any_work(tmp_path, monkeypatch, changes, scale, message):
+    if changes.get("data", "") is None:  # evaluation data without references
+        changes["data"] = {
+            "train": write_pairs(tmp_path / "pairs.jsonl"),
+            "eval": write_eval_prompts(tmp_path / "plain.jsonl", references=False),
+        }
+    counters = Counters(monkeypatch)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=message):
+        run_experiment(write_spec(tmp_path, **changes), out, scale=scale)
+    assert counters.trained == [] and not out.exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "experiments").glob("*.yaml")))
+def test_shipped_experiments_are_valid(name, tmp_path):
+    """Every shipped file and scale parses into valid training configs and judges."""
+    path = ROOT / "experiments" / name
+    for scale in [None, *yaml.safe_load(path.read_text()).get("scales", {})]:
+        spec = experiment.load_spec(path, scale)
+        configs = experiment.train_configs(spec, tmp_path)
+        assert spec["baseline"] in configs
+        experiment.eval_options(spec)
+        experiment.reward_model_config(spec, tmp_path).validate()

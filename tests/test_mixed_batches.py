@@ -1,0 +1,89 @@
+"""A batch may mix preferences: same loss, gradients and greedy tokens as one at a time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ctrlalign.generation import GenerationConfig, Row, Stream, generate, generate_rows
+from ctrlalign.training.batching import collate, encode
+from ctrlalign.training.losses import IGNORE_INDEX
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+KINDS = ["soft-prompt", "lora", "token", "prompt"]
+CASES = [
+    ("What is two plus two?", "good", "Two plus two is four."),
+    ("Say hello.", "bad", "Go away."),
+    ("Name a colour.", "good", "Blue is a colour, and so is green."),
+    ("What is two plus two?", "bad", "Five, probably, or maybe six."),
+    ("Is the sky blue?", "bad", "Sky?"),
+]
+PROMPTS = ["What is two plus two?", "Tell me about dogs.", "Hi!"]
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch)["loss"]
+    loss.backward()
+    grads = {
+        n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+        for n, p in model.named_parameters()
+    }
+    count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return loss.detach(), grads, count
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mixed_batch_loss_and_gradients_equal_per_preference_batches(kind, controlled):
+    model, tok = controlled(kind, lora_random=True)
+    model.eval()
+    model.requires_grad_(True)
+    examples = [
+        encode(tok, model.control, [{"role": "user", "content": p}], pref, r)
+        for p, pref, r in CASES
+    ]
+    mixed_loss, mixed_grads, total = loss_and_grads(model, collate(examples, tok.pad_token_id))
+
+    loss, grads = torch.tensor(0.0), {n: torch.zeros_like(g) for n, g in mixed_grads.items()}
+    for pref in ("good", "bad"):
+        part = [e for e, case in zip(examples, CASES, strict=True) if case[1] == pref]
+        part_loss, part_grads, count = loss_and_grads(model, collate(part, tok.pad_token_id))
+        loss += part_loss * count / total
+        for n, g in part_grads.items():
+            grads[n] += g * count / total
+
+    assert torch.allclose(mixed_loss, loss, atol=1e-5, rtol=1e-5)
+    nonzero = 0
+    for name, grad in mixed_grads.items():
+        assert torch.allclose(grad, grads[name], atol=1e-5, rtol=1e-5), name
+        nonzero += bool(grad.abs().sum() > 0)
+    assert nonzero > 10, "gradients must reach the model"
+    if kind == "soft-prompt":  # each row's gradient lands in its own preference's prompt
+        assert (mixed_grads["control.prompts"].abs().sum((1, 2)) > 0).all()
+    if kind == "lora":
+        for pref in ("good", "bad"):
+            assert any(g.abs().sum() > 0 for n, g in mixed_grads.items() if f"lora_A.{pref}" in n)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mixed_batch_generates_what_one_by_one_does(kind, controlled):
+    model, tok = controlled(kind, lora_random=True)
+    prompts = [p for p in PROMPTS for _ in ("good", "bad")]
+    prefs = [pref for _ in PROMPTS for pref in ("good", "bad")]
+    config = GenerationConfig(max_new_tokens=8, batch_size=len(prompts))
+    mixed = generate(model, tok, prompts, prefs, config)
+    single = GenerationConfig(max_new_tokens=8, batch_size=1)
+    alone = [generate(model, tok, [p], pref, single)[0] for p, pref in zip(prompts, prefs,
+                                                                           strict=True)]
+    assert mixed == alone
+    assert all(mixed), "every row must produce text"
+    # the control reaches each row: the preferences answer differently
+    assert any(mixed[i] != mixed[i + 1] for i in range(0, len(mixed), 2))
+
+    # the general form: rows of one stream, in another order, give the same texts
+    rows = [Row((("user", p),), (Stream(pref),), (1.0,)) for p, pref in zip(prompts, prefs,
+                                                                            strict=True)]
+    order = list(reversed(range(len(rows))))
+    again = generate_rows(model, tok, [rows[i] for i in order], config)
+    assert [again[order.index(i)] for i in range(len(rows))] == mixed

@@ -1,0 +1,146 @@
+"""An interrupted stage resumes from its last checkpoint and ends where an uninterrupted
+run ends; a finished stage is loaded, not retrained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from ctrlalign.training import meet
+from ctrlalign.training.batching import Collator, ExampleDataset, encode_records
+from ctrlalign.training.trainer import (
+    STAGE_DONE_FILE,
+    TRAINABLE_FILE,
+    ControlTrainer,
+    run_stage,
+    training_arguments,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Interrupt(TrainerCallback):
+    """Ctrl-C right after the checkpoint of step ``at`` is written."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+class Steps(TrainerCallback):
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seen.append(state.global_step)
+
+
+def trainer_with(*callbacks):
+    class Trainer(ControlTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            for cb in callbacks:
+                self.add_callback(cb)
+
+    return Trainer
+
+
+def soft_prompt_setup(controlled, records):
+    model, tok = controlled("soft-prompt")
+    examples = encode_records(records, tok, model.control, 128).examples
+    return model, ExampleDataset(examples), Collator(tok.pad_token_id)
+
+
+@pytest.fixture
+def records(pairwise_file):
+    from ctrlalign.data import load_preference_data
+
+    return load_preference_data(f"pairwise:{pairwise_file}").records
+
+
+def test_run_stage_resumes_from_last_checkpoint(controlled, records, tmp_path, train_config):
+    config = train_config("unused", tmp_path, "meet-prompt", batch_size=4, micro_batch_size=2,
+                          save_steps=1)
+
+    def stage(name, trainer_cls=ControlTrainer):
+        model, dataset, collator = soft_prompt_setup(controlled, records)
+        args = training_arguments(config, tmp_path / name, lr=1e-2, epochs=1)
+        metrics = run_stage(model, [model.control.prompts], tmp_path / name, args, dataset,
+                            collator, trainer_cls)
+        return model, metrics
+
+    start = soft_prompt_setup(controlled, records)[0].control.prompts.detach().clone()
+    steps = Steps()
+    reference, _ = stage("reference", trainer_with(steps))
+    assert steps.seen == [1, 2, 3, 4]  # 16 examples, batch 4 (2 micro-batches of 2)
+    assert not torch.allclose(reference.control.prompts, start, atol=1e-4)
+
+    with pytest.raises(KeyboardInterrupt):
+        stage("run", trainer_with(Interrupt(at=2)))
+    ckpts = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*"))
+    assert ckpts == ["checkpoint-2"]  # save_total_limit keeps only the last
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == 2
+    assert set(load_file(str(ckpt / TRAINABLE_FILE))) == {"control.prompts"}
+    assert not (tmp_path / "run" / STAGE_DONE_FILE).exists()
+
+    steps = Steps()
+    resumed, metrics = stage("run", trainer_with(steps))
+    assert steps.seen == [3, 4], "the rerun must continue at step 3"
+    assert metrics["log_history"][-1]["step"] == 4
+    assert (tmp_path / "run" / STAGE_DONE_FILE).exists()
+    assert torch.allclose(resumed.control.prompts, reference.control.prompts, atol=1e-6)
+
+    # a finished stage is loaded from final.safetensors instead of trained again
+    steps = Steps()
+    again, metrics = stage("run", trainer_with(steps))
+    assert metrics["resumed_finished_stage"] is True and steps.seen == []
+    assert torch.equal(again.control.prompts, resumed.control.prompts)
+
+
+def test_interrupted_meet_run_resumes_with_same_output_dir(
+    monkeypatch, tmp_path, pairwise_file, train_config
+):
+    def config(out):
+        return train_config(f"pairwise:{pairwise_file}", out, "meet-prompt", stages="both",
+                            max_examples=4, batch_size=2, micro_batch_size=2, save_steps=1,
+                            keep_checkpoints=True)
+
+    meet.train(config(tmp_path / "reference"))
+    reference = load_file(str(tmp_path / "reference" / "checkpoints" / "second" / STAGE_DONE_FILE))
+
+    seen: dict[str, Steps] = {}
+
+    def spy(model, params, stage_dir, args, dataset, collator, trainer_cls=ControlTrainer):
+        seen[stage_dir.name] = Steps()
+        callbacks = [seen[stage_dir.name]]
+        if interrupt and stage_dir.name == "second":
+            callbacks.append(Interrupt(at=2))
+        return run_stage(model, params, stage_dir, args, dataset, collator,
+                         trainer_with(*callbacks))
+
+    monkeypatch.setattr(meet, "run_stage", spy)
+    out = tmp_path / "run"
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        meet.train(config(out))
+    assert seen["first"].seen == [1, 2, 3, 4] and seen["second"].seen == [1, 2]
+    assert not (out / "run.yaml").exists(), "an interrupted run must not look finished"
+
+    interrupt = False
+    meet.train(config(out))
+    assert seen["first"].seen == [], "the finished first step must be loaded, not retrained"
+    assert seen["second"].seen == [3, 4]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stages"]["first"]["resumed_finished_stage"] is True
+    final = load_file(str(out / "checkpoints" / "second" / STAGE_DONE_FILE))
+    assert set(final) == set(reference)
+    for name, value in reference.items():
+        assert torch.allclose(final[name], value, atol=1e-6), name

@@ -1,0 +1,142 @@
+"""Train, save, and load in a fresh process: the run directory alone reproduces the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from ctrlalign.generation import GenerationConfig, generate
+from ctrlalign.rundir import RunError, load_run, read_run_info
+from ctrlalign.training import meet
+from ctrlalign.training.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["What is two plus two?", "Tell me about dogs.", "Hi!"]
+MAX_NEW = 8
+#: name -> (method, stages, control kind, LM saved)
+RUNS = {
+    "lora-second": ("meet-lora", "second", "lora", True),
+    "lora-first": ("meet-lora", "first", "lora", False),
+    "soft-prompt-first": ("meet-prompt", "first", "soft-prompt", False),
+    "token-first": ("meet-token", "first", "token", False),
+    "token-second": ("special-token", "second", "token", True),
+}
+
+FRESH = """
+import sys
+from ctrlalign.cli import main
+prompts, jobs = sys.argv[1], sys.argv[2:]
+for job in jobs:
+    run, pref, out = job.split("|")
+    args = ["generate", "--run", run, "--prompts", prompts, "--preference", pref,
+            "--max-new-tokens", "{MAX_NEW}", "--output", out]
+    assert main(args) == 0, job
+""".replace("{MAX_NEW}", str(MAX_NEW))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, pairwise_file, train_config):
+    """Every run trained once: (run dir, the in-process model right after training)."""
+    root = tmp_path_factory.mktemp("runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    real_save_run = meet.save_run
+    try:
+        for name, (method, stages, _, _) in RUNS.items():
+            captured = {}
+
+            def capture(directory, model, tokenizer, *args, _c=captured, **kwargs):
+                _c["model"], _c["tokenizer"] = model, tokenizer
+                return real_save_run(directory, model, tokenizer, *args, **kwargs)
+
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(meet, "save_run", capture)
+                config: TrainConfig = train_config(
+                    f"pairwise:{pairwise_file}", root / name, method, stages=stages,
+                    max_examples=4,
+                )
+                run_dir = meet.train(config)
+            out[name] = (Path(run_dir), captured["model"], captured["tokenizer"])
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fresh_answers(trained, tmp_path_factory, prompts_file):
+    """Generations from one new Python process running ``ctrlalign generate`` per run."""
+    root = tmp_path_factory.mktemp("fresh")
+    jobs, where = [], {}
+    for name, (run_dir, model, _) in trained.items():
+        for pref in model.control.preferences:
+            out = root / f"{name}-{pref}.jsonl"
+            jobs.append(f"{run_dir}|{pref}|{out}")
+            where[name, pref] = out
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, str(prompts_file), *jobs],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {
+        key: [json.loads(line) for line in path.read_text().splitlines()]
+        for key, path in where.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_fresh_process_generates_what_the_trained_model_did(
+    name, trained, fresh_answers, tiny_model_dir, one_thread
+):
+    method, stages, kind, lm_saved = RUNS[name]
+    run_dir, model, tok = trained[name]
+    info = read_run_info(run_dir)
+    assert info["control"] == kind and info["method"] == method
+    assert info["lm_saved"] is lm_saved
+    assert (run_dir / "model").is_dir() is lm_saved
+    assert not (run_dir / "checkpoints").exists()
+    if not lm_saved:  # a first-step run names its base model instead of copying it
+        assert info["model"] == str(tiny_model_dir)
+
+    config = GenerationConfig(max_new_tokens=MAX_NEW)
+    for pref in model.control.preferences:
+        expected = generate(model, tok, PROMPTS, pref, config)
+        rows = fresh_answers[name, pref]
+        assert [r["prompt"] for r in rows] == PROMPTS
+        assert all(r["preference"] == pref for r in rows)
+        assert [r["response"] for r in rows] == expected
+        assert all(expected)
+
+    # and loaded here too, every tensor is the trained one
+    loaded = load_run(run_dir)
+    trained_params = dict(model.named_parameters())
+    loaded_params = dict(loaded.model.named_parameters())
+    assert set(loaded_params) == set(trained_params)
+    for pname, value in trained_params.items():
+        assert torch.equal(loaded_params[pname], value.detach()), pname
+
+
+def test_control_files_and_run_info(trained):
+    run_dir = trained["lora-second"][0]
+    assert {p.name for p in (run_dir / "control" / "lora").iterdir() if p.is_dir()} == {
+        "good", "bad"
+    }
+    info = yaml.safe_load((run_dir / "run.yaml").read_text())
+    assert info["preferences"] == ["good", "bad"] and info["stages_run"] == ["second"]
+    assert (trained["soft-prompt-first"][0] / "control" / "soft_prompts.safetensors").is_file()
+    assert (trained["token-first"][0] / "control" / "token_embeddings.safetensors").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_examples"] == 8
+
+
+def test_load_run_rejects_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(RunError, match="not a run directory"):
+        load_run(tmp_path)
