@@ -92,6 +92,39 @@ class RssSampler:
         return self.peak - self.baseline
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all processes, all cores)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+def clocks() -> tuple[float, float, float]:
+    """(wall clock, this process's CPU time, machine busy CPU time), in seconds."""
+    return time.perf_counter(), time.process_time(), busy_cpu_seconds()
+
+
+def others_cpu_share(seconds: float = 3.0) -> float:
+    """Share of the machine's cores that other processes keep busy over ``seconds``."""
+    own0, busy0, t0 = psutil.Process().cpu_times(), busy_cpu_seconds(), time.perf_counter()
+    time.sleep(seconds)
+    own1, busy1, t1 = psutil.Process().cpu_times(), busy_cpu_seconds(), time.perf_counter()
+    own = (own1.user + own1.system) - (own0.user + own0.system)
+    return max(busy1 - busy0 - own, 0.0) / ((t1 - t0) * (os.cpu_count() or 1))
+
+
+def wait_for_quiet(threshold: float, max_wait: float, log=print) -> tuple[float, float]:
+    """Wait (at most ``max_wait`` s) until other processes use less than ``threshold`` of
+    the cores; returns (seconds waited, last measured share). A shared machine is never
+    silent, so this only avoids starting a measurement in the middle of someone's burst."""
+    start = time.perf_counter()
+    share = others_cpu_share()
+    while share > threshold and time.perf_counter() - start < max_wait:
+        log(f"[bench] other processes use {share:.0%} of the CPUs; waiting for < {threshold:.0%}")
+        time.sleep(7.0)
+        share = others_cpu_share()
+    return round(time.perf_counter() - start, 1), round(share, 3)
+
+
 @dataclass
 class BatchCount:
     tokens: int  # non-pad tokens (attention mask ones)
@@ -123,18 +156,18 @@ class StepMeter(TrainerCallback):
 
     sampler: RssSampler = field(default_factory=RssSampler)
     batches: list[BatchCount] = field(default_factory=list)
-    step_ends: list[tuple[float, float]] = field(default_factory=list)  # (wall, cpu)
-    train_begin: tuple[float, float] = (0.0, 0.0)
+    step_ends: list[tuple[float, float, float]] = field(default_factory=list)  # wall, cpu, busy
+    train_begin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     threads_in_loop: int = 0
     max_steps: int = 0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.max_steps = state.max_steps
         self.sampler.start()  # baseline: model, data, trainer and optimizer built, no step run
-        self.train_begin = (time.perf_counter(), time.process_time())
+        self.train_begin = clocks()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.step_ends.append((time.perf_counter(), time.process_time()))
+        self.step_ends.append(clocks())
         self.threads_in_loop = torch.get_num_threads()
         if state.global_step >= self.max_steps:
             self.sampler.stop()  # the step loop is over; final saving is not measured
@@ -158,6 +191,8 @@ class StepMeter(TrainerCallback):
         timed = range(warmup, steps)
         seconds = sum(wall[i] for i in timed)
         cpu_seconds = sum(cpu[i] for i in timed)
+        machine_busy = marks[-1][2] - marks[warmup][2]
+        others = max(machine_busy - cpu_seconds, 0.0) / (seconds * (os.cpu_count() or 1))
         tokens = sum(self.batches[i].tokens for i in timed)
         loss_tokens = sum(self.batches[i].loss_tokens for i in timed)
         padded = sum(self.batches[i].padded for i in timed)
@@ -176,6 +211,8 @@ class StepMeter(TrainerCallback):
             "response_tokens_per_s": round(loss_tokens / seconds, 2),
             "seconds_per_step": round(seconds / len(timed), 3),
             "cpu_seconds_per_token": round(cpu_seconds / tokens, 5),
+            "tokens_per_cpu_s": round(tokens / cpu_seconds, 2),
+            "other_processes_cpu_share": round(others, 3),
             "rss_baseline_mib": round(self.sampler.baseline / mib, 1),
             "rss_peak_mib": round(self.sampler.peak / mib, 1),
             "rss_peak_delta_mib": round(self.sampler.peak_delta / mib, 1),
@@ -232,11 +269,8 @@ def run_worker(script: Path, name: str, argv: list[str], timeout: float | None =
     os.close(fd)
     try:
         cmd = [sys.executable, str(script), "--worker", name, "--worker-out", out, *argv]
-        load_before = os.getloadavg()[0]
         subprocess.run(cmd, check=True, timeout=timeout)
-        result = json.loads(Path(out).read_text())
-        result["load_average_1min_before"] = round(load_before, 2)
-        return result
+        return json.loads(Path(out).read_text())
     finally:
         Path(out).unlink(missing_ok=True)
 

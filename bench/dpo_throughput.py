@@ -274,7 +274,9 @@ def main() -> None:
     ours, trl = configs["ctrlalign-dpo"], configs["trl-dpo"]
     ratio = ours["tokens_per_s"] / trl["tokens_per_s"]
     if ours["timed_tokens"] != trl["timed_tokens"]:
-        print(f"[bench] note: token counts differ ({ours['timed_tokens']} vs {trl['timed_tokens']})")
+        print(
+            f"[bench] note: token counts differ ({ours['timed_tokens']} vs {trl['timed_tokens']})"
+        )
     results = {
         "benchmark": "dpo_throughput",
         "command": "python bench/dpo_throughput.py " + " ".join(sys.argv[1:]),

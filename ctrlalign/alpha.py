@@ -44,6 +44,9 @@ def parse_alphas(text: str) -> list[float]:
     alphas = [parse_alpha(item.strip()) for item in text.split(",") if item.strip()]
     if not alphas:
         raise ValueError("no alphas given: pass e.g. --alphas -1,0,0.5,1,1.5,2")
+    repeated = sorted({a for a in alphas if alphas.count(a) > 1})
+    if repeated:
+        raise ValueError(f"alphas given more than once: {repeated}")
     return alphas
 
 

@@ -24,6 +24,12 @@ HELP = {
     "stages": "first (controls only), second (LM + controls) or both (MEET)",
     "preferences": "comma-separated preferences to train (default: all in the data)",
     "prompt_texts": "hand-written prompt per preference: good='A good answer',bad=...",
+    "beta": "dpo/clm: KL strength (tau for IPO), default 0.1",
+    "loss_type": "dpo/clm: sigmoid (DPO) or ipo",
+    "label_smoothing": "dpo/clm: label flip probability in [0, 0.5) (conservative DPO)",
+    "use_lora": "dpo: train a LoRA adapter of --lora-rank instead of every weight",
+    "clm_loss": "clm: train the identity layer with dpo (default) or lm (chosen responses)",
+    "lr_second": "learning rate of the second (or only: sft, dpo, clm) training step",
 }
 
 

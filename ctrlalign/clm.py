@@ -9,7 +9,9 @@ At inference each batch row either goes through the layer (the aligned stream) o
 (the unaligned stream); ``IdentityLayer.rows`` sets that per row, so both streams of every
 prompt share one batched forward and one KV cache. The layer keeps the cache slot after the
 original layers (index ``num_hidden_layers``), so the original layers keep their own cache
-indices and a batch that skips the layer entirely is exactly the base model.
+indices and a batch that skips the layer entirely is exactly the base model. The switch is
+state on the layer for the duration of a call, like PEFT's active adapter: one generation
+at a time per model object.
 """
 
 from __future__ import annotations

@@ -16,9 +16,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_flags(model_dir) -> list[str]:
-    return ["--model", str(model_dir), "--epochs", "1", "--batch-size", "4",
-            "--micro-batch-size", "4", "--max-length", "128", "--eval-fraction", "0",
-            "--save-steps", "1000", "--logging-steps", "1000"]
+    return [
+        "--model",
+        str(model_dir),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--micro-batch-size",
+        "4",
+        "--max-length",
+        "128",
+        "--eval-fraction",
+        "0",
+        "--save-steps",
+        "1000",
+        "--logging-steps",
+        "1000",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +60,19 @@ def soft_run(tmp_path_factory, pairwise_file, tiny_model_dir):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        rc = main(["train", "--config", str(path), "--soft-prompt-length", "2",
-                   "--batch-size", "4", "--output", str(root / "run")])
+        rc = main(
+            [
+                "train",
+                "--config",
+                str(path),
+                "--soft-prompt-length",
+                "2",
+                "--batch-size",
+                "4",
+                "--output",
+                str(root / "run"),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
@@ -69,26 +95,62 @@ def test_yaml_config_with_flag_overrides(soft_run):
 
 def test_generate_prints_and_writes_answers(soft_run, prompts_file, tmp_path, capsys):
     out = tmp_path / "answers.jsonl"
-    rc = main(["generate", "--run", str(soft_run / "run"), "--prompts", str(prompts_file),
-               "--prompt", "One more?", "--preference", "bad", "--max-new-tokens", "4",
-               "--output", str(out)])
+    rc = main(
+        [
+            "generate",
+            "--run",
+            str(soft_run / "run"),
+            "--prompts",
+            str(prompts_file),
+            "--prompt",
+            "One more?",
+            "--preference",
+            "bad",
+            "--max-new-tokens",
+            "4",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows][0] == "One more?" and len(rows) == 4
     assert all(r["preference"] == "bad" and r["response"] for r in rows)
     # chat messages work as prompts too, each line with its own preference
     chats = tmp_path / "chats.jsonl"
-    chats.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi"}],
-                                 "preference": "good"}) + "\n")
-    assert main(["generate", "--run", str(soft_run / "run"), "--prompts", str(chats),
-                 "--preference", "bad", "--max-new-tokens", "4", "--output", str(out)]) == 0
+    chats.write_text(
+        json.dumps({"prompt": [{"role": "user", "content": "Hi"}], "preference": "good"}) + "\n"
+    )
+    assert (
+        main(
+            [
+                "generate",
+                "--run",
+                str(soft_run / "run"),
+                "--prompts",
+                str(chats),
+                "--preference",
+                "bad",
+                "--max-new-tokens",
+                "4",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = json.loads(out.read_text())
     assert row["preference"] == "good" and row["response"]
     # without --preference the run's chosen preference answers
-    assert main(["generate", "--run", str(soft_run / "run"), "--prompt", "Hi",
-                 "--max-new-tokens", "2"]) == 0
-    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()
-               if line.startswith("{")]
+    assert (
+        main(
+            ["generate", "--run", str(soft_run / "run"), "--prompt", "Hi", "--max-new-tokens", "2"]
+        )
+        == 0
+    )
+    printed = [
+        json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
     assert printed[-1]["preference"] == "good"
 
 
@@ -97,8 +159,7 @@ def run_cli(args, capsys) -> str:
     return capsys.readouterr().err
 
 
-def test_train_errors_are_clear_and_write_nothing(tmp_path, pairwise_file, tiny_model_dir,
-                                                 capsys):
+def test_train_errors_are_clear_and_write_nothing(tmp_path, pairwise_file, tiny_model_dir, capsys):
     out = tmp_path / "out"
     data = ["--data", f"pairwise:{pairwise_file}", "--output", str(out)]
     err = run_cli(["train", *data, "--method", "magic"], capsys)
@@ -111,8 +172,17 @@ def test_train_errors_are_clear_and_write_nothing(tmp_path, pairwise_file, tiny_
     assert "learning_rate" in err and str(bad_yaml) in err
     assert not out.exists()
 
-    err = run_cli(["train", "--data", f"pairwise:{tmp_path / 'missing.jsonl'}", "--output",
-                   str(out), *small_flags(tiny_model_dir)], capsys)
+    err = run_cli(
+        [
+            "train",
+            "--data",
+            f"pairwise:{tmp_path / 'missing.jsonl'}",
+            "--output",
+            str(out),
+            *small_flags(tiny_model_dir),
+        ],
+        capsys,
+    )
     assert "missing.jsonl" in err
     assert not out.exists()
 
@@ -134,14 +204,16 @@ def test_generate_errors_are_clear_and_write_nothing(soft_run, tmp_path, prompts
     out = tmp_path / "answers.jsonl"
     gen = ["generate", "--output", str(out), "--max-new-tokens", "2"]
 
-    err = run_cli([*gen, "--run", run, "--prompts", str(prompts_file), "--preference",
-                   "excellent"], capsys)
+    err = run_cli(
+        [*gen, "--run", run, "--prompts", str(prompts_file), "--preference", "excellent"], capsys
+    )
     assert "unknown preference 'excellent'" in err and "good" in err
     assert not out.exists()
 
     per_row = tmp_path / "per-row.jsonl"
-    per_row.write_text('{"prompt": "a", "preference": "good"}\n'
-                       '{"prompt": "b", "preference": "meh"}\n')
+    per_row.write_text(
+        '{"prompt": "a", "preference": "good"}\n{"prompt": "b", "preference": "meh"}\n'
+    )
     err = run_cli([*gen, "--run", run, "--prompts", str(per_row)], capsys)
     assert "unknown preference 'meh'" in err
     assert not out.exists()
@@ -174,9 +246,24 @@ def test_three_level_scores_run_trains_and_generates_every_level(
     tmp_path, scores_file, tiny_model_dir, capsys
 ):
     run = tmp_path / "run"
-    rc = main(["train", "--data", f"scores:{scores_file}", "--levels", "3", "--method",
-               "meet-lora", "--lora-rank", "2", "--stages", "first", "--output", str(run),
-               *small_flags(tiny_model_dir)])
+    rc = main(
+        [
+            "train",
+            "--data",
+            f"scores:{scores_file}",
+            "--levels",
+            "3",
+            "--method",
+            "meet-lora",
+            "--lora-rank",
+            "2",
+            "--stages",
+            "first",
+            "--output",
+            str(run),
+            *small_flags(tiny_model_dir),
+        ]
+    )
     assert rc == 0
     levels = ["level-2", "level-1", "level-0"]
     info = yaml.safe_load((run / "run.yaml").read_text())
@@ -189,18 +276,52 @@ def test_three_level_scores_run_trains_and_generates_every_level(
 
     prompts = ["Describe the sea.", "Describe a dog."]
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("".join(json.dumps({"prompt": p, "preference": lv}) + "\n"
-                             for p in prompts for lv in levels))
+    mixed.write_text(
+        "".join(
+            json.dumps({"prompt": p, "preference": lv}) + "\n" for p in prompts for lv in levels
+        )
+    )
     out = tmp_path / "mixed-out.jsonl"
-    assert main(["generate", "--run", str(run), "--prompts", str(mixed), "--max-new-tokens",
-                 "6", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--run",
+                str(run),
+                "--prompts",
+                str(mixed),
+                "--max-new-tokens",
+                "6",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["preference"] for r in rows] == levels * 2
     assert all(r["response"] for r in rows)
     for level in levels:  # one level at a time gives what the mixed batch gave
         single = tmp_path / f"{level}.jsonl"
-        assert main(["generate", "--run", str(run), "--prompt", prompts[0], "--prompt",
-                     prompts[1], "--preference", level, "--max-new-tokens", "6",
-                     "--output", str(single)]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    "--run",
+                    str(run),
+                    "--prompt",
+                    prompts[0],
+                    "--prompt",
+                    prompts[1],
+                    "--preference",
+                    level,
+                    "--max-new-tokens",
+                    "6",
+                    "--output",
+                    str(single),
+                ]
+            )
+            == 0
+        )
         alone = [json.loads(line)["response"] for line in single.read_text().splitlines()]
         assert alone == [r["response"] for r in rows if r["preference"] == level]

@@ -9,8 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ctrlalign.data import load_preference_data
 from ctrlalign.training import meet
+from ctrlalign.training.batching import Collator, ExampleDataset, encode_records
 from ctrlalign.training.trainer import run_stage as real_run_stage
+from ctrlalign.training.trainer import training_arguments
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,14 +48,20 @@ def test_first_step_moves_only_controls_second_moves_both(
     method, kind, monkeypatch, tmp_path, pairwise_file, train_config
 ):
     config = train_config(
-        f"pairwise:{pairwise_file}", tmp_path / "run", method, max_examples=4, batch_size=2,
-        micro_batch_size=2, stages="both",
+        f"pairwise:{pairwise_file}",
+        tmp_path / "run",
+        method,
+        max_examples=4,
+        batch_size=2,
+        micro_batch_size=2,
+        stages="both",
     )
     stages, model = train_with_snapshots(monkeypatch, config)
     assert set(stages) == {"first", "second"}
     assert model.control.kind == kind
-    emb_name = next(n for n, p in model.named_parameters()
-                    if p is model.base.get_input_embeddings().weight)
+    emb_name = next(
+        n for n, p in model.named_parameters() if p is model.base.get_input_embeddings().weight
+    )
     new_rows = model.control.token_ids if kind == "token" else []
 
     before, after = stages["first"]
@@ -74,3 +83,37 @@ def test_first_step_moves_only_controls_second_moves_both(
     before, after = stages["second"]
     for name in before:
         assert not torch.equal(before[name], after[name]), f"{name} did not move in step two"
+
+
+def test_gradient_accumulation_equals_one_big_batch(
+    controlled, pairwise_file, tmp_path, train_config
+):
+    """Eq. 1 is a token mean over the whole batch, however it is split into micro-batches.
+
+    Plain SGD without clipping, so a wrong normalisation would change the step size (Adam
+    would hide it).
+    """
+    records = load_preference_data(f"pairwise:{pairwise_file}").records
+    results = {}
+    for micro in (4, 1):
+        model, tok = controlled("soft-prompt")
+        start = model.control.prompts.detach().clone()
+        dataset = ExampleDataset(encode_records(records, tok, model.control, 128).examples)
+        config = train_config(
+            "unused", tmp_path, "meet-prompt", batch_size=4, micro_batch_size=micro
+        )
+        args = training_arguments(config, tmp_path / f"micro{micro}", lr=1.0, epochs=1)
+        args.optim, args.max_grad_norm = "sgd", 0.0
+        real_run_stage(
+            model,
+            [model.control.prompts],
+            tmp_path / f"micro{micro}",
+            args,
+            dataset,
+            Collator(tok.pad_token_id),
+        )
+        results[micro] = model.control.prompts.detach().clone()
+    step = (results[4] - start).norm()
+    assert step > 1e-2
+    # a wrong normalisation (per micro-batch mean, or / accumulation steps) is off by x2-x4
+    assert (results[1] - results[4]).norm() < 1e-3 * step

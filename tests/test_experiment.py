@@ -20,6 +20,15 @@ from ctrlalign.evaluation.rm_judge import RewardModelJudge
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: the real functions, wrapped afresh by each ``Counters`` (never a wrapper of a wrapper)
+ORIGINALS = (
+    experiment.train_any,
+    experiment.train_reward_model,
+    generations.generate,
+    RewardModelJudge.score,
+)
+
+
 class Killed(RuntimeError):
     pass
 
@@ -51,8 +60,7 @@ class Counters:
         self.trained, self.rm_trained, self.generated, self.scored = [], [], [], []
         self.kill_training: str | None = None
         self.kill_generation_at: int | None = None
-        train, train_rm = experiment.train_any, experiment.train_reward_model
-        generate, score = generations.generate, RewardModelJudge.score
+        train, train_rm, generate, score = ORIGINALS
 
         def counted_train(config):
             name = Path(config.output).name
@@ -72,7 +80,9 @@ class Counters:
             return score(judge, prompts, responses)
 
         monkeypatch.setattr(experiment, "train_any", counted_train)
-        monkeypatch.setattr(experiment, "train_reward_model", lambda c: self.rm_trained.append(1) or train_rm(c))
+        monkeypatch.setattr(
+            experiment, "train_reward_model", lambda c: self.rm_trained.append(1) or train_rm(c)
+        )
         monkeypatch.setattr(generations, "generate", counted_generate)
         monkeypatch.setattr(RewardModelJudge, "score", counted_score)
 
@@ -125,7 +135,10 @@ def test_killed_experiment_resumes_without_redoing_finished_cells(tmp_path, monk
     assert all(r["n"] == "2" for r in csv.DictReader((out / "winrates.csv").open()))
 
     # A done run is never reused under other settings.
-    changed = write_spec(tmp_path, methods={"coh": {"method": "coh"}, "lora": {"method": "meet-lora", "lora_rank": 2}})
+    changed = write_spec(
+        tmp_path,
+        methods={"coh": {"method": "coh"}, "lora": {"method": "meet-lora", "lora_rank": 2}},
+    )
     with pytest.raises(ExperimentError, match="lora_rank: trained with 1, asked for 2"):
         run_experiment(changed, out)
 

@@ -141,8 +141,14 @@ def test_response_logps_ignores_non_loss_positions():
     assert calls == [6], "the head must run only where the loss is"
     assert rows.tolist() == [0, 0, 1, 1, 1, 1]
     full = torch.log_softmax(head(hidden), -1)
-    expected = [full[0, 2, 4], full[0, 3, 7], full[1, 1, 1], full[1, 2, 2], full[1, 3, 3],
-                full[1, 4, 10]]
+    expected = [
+        full[0, 2, 4],
+        full[0, 3, 7],
+        full[1, 1, 1],
+        full[1, 2, 2],
+        full[1, 3, 3],
+        full[1, 4, 10],
+    ]
     assert torch.allclose(logps, torch.stack(expected), atol=1e-6)
 
     # hidden states that predict no labelled token may be anything

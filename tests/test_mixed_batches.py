@@ -74,16 +74,18 @@ def test_mixed_batch_generates_what_one_by_one_does(kind, controlled):
     config = GenerationConfig(max_new_tokens=8, batch_size=len(prompts))
     mixed = generate(model, tok, prompts, prefs, config)
     single = GenerationConfig(max_new_tokens=8, batch_size=1)
-    alone = [generate(model, tok, [p], pref, single)[0] for p, pref in zip(prompts, prefs,
-                                                                           strict=True)]
+    alone = [
+        generate(model, tok, [p], pref, single)[0] for p, pref in zip(prompts, prefs, strict=True)
+    ]
     assert mixed == alone
     assert all(mixed), "every row must produce text"
     # the control reaches each row: the preferences answer differently
     assert any(mixed[i] != mixed[i + 1] for i in range(0, len(mixed), 2))
 
     # the general form: rows of one stream, in another order, give the same texts
-    rows = [Row((("user", p),), (Stream(pref),), (1.0,)) for p, pref in zip(prompts, prefs,
-                                                                            strict=True)]
+    rows = [
+        Row((("user", p),), (Stream(pref),), (1.0,)) for p, pref in zip(prompts, prefs, strict=True)
+    ]
     order = list(reversed(range(len(rows))))
     again = generate_rows(model, tok, [rows[i] for i in order], config)
     assert [again[order.index(i)] for i in range(len(rows))] == mixed

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
+from ctrlalign.data import load_preference_data
 from ctrlalign.training import meet
 from ctrlalign.training.batching import Collator, ExampleDataset, encode_records
 from ctrlalign.training.trainer import (
@@ -60,20 +61,20 @@ def soft_prompt_setup(controlled, records):
 
 @pytest.fixture
 def records(pairwise_file):
-    from ctrlalign.data import load_preference_data
-
     return load_preference_data(f"pairwise:{pairwise_file}").records
 
 
 def test_run_stage_resumes_from_last_checkpoint(controlled, records, tmp_path, train_config):
-    config = train_config("unused", tmp_path, "meet-prompt", batch_size=4, micro_batch_size=2,
-                          save_steps=1)
+    config = train_config(
+        "unused", tmp_path, "meet-prompt", batch_size=4, micro_batch_size=2, save_steps=1
+    )
 
     def stage(name, trainer_cls=ControlTrainer):
         model, dataset, collator = soft_prompt_setup(controlled, records)
         args = training_arguments(config, tmp_path / name, lr=1e-2, epochs=1)
-        metrics = run_stage(model, [model.control.prompts], tmp_path / name, args, dataset,
-                            collator, trainer_cls)
+        metrics = run_stage(
+            model, [model.control.prompts], tmp_path / name, args, dataset, collator, trainer_cls
+        )
         return model, metrics
 
     start = soft_prompt_setup(controlled, records)[0].control.prompts.detach().clone()
@@ -109,9 +110,17 @@ def test_interrupted_meet_run_resumes_with_same_output_dir(
     monkeypatch, tmp_path, pairwise_file, train_config
 ):
     def config(out):
-        return train_config(f"pairwise:{pairwise_file}", out, "meet-prompt", stages="both",
-                            max_examples=4, batch_size=2, micro_batch_size=2, save_steps=1,
-                            keep_checkpoints=True)
+        return train_config(
+            f"pairwise:{pairwise_file}",
+            out,
+            "meet-prompt",
+            stages="both",
+            max_examples=4,
+            batch_size=2,
+            micro_batch_size=2,
+            save_steps=1,
+            keep_checkpoints=True,
+        )
 
     meet.train(config(tmp_path / "reference"))
     reference = load_file(str(tmp_path / "reference" / "checkpoints" / "second" / STAGE_DONE_FILE))
@@ -123,8 +132,9 @@ def test_interrupted_meet_run_resumes_with_same_output_dir(
         callbacks = [seen[stage_dir.name]]
         if interrupt and stage_dir.name == "second":
             callbacks.append(Interrupt(at=2))
-        return run_stage(model, params, stage_dir, args, dataset, collator,
-                         trainer_with(*callbacks))
+        return run_stage(
+            model, params, stage_dir, args, dataset, collator, trainer_with(*callbacks)
+        )
 
     monkeypatch.setattr(meet, "run_stage", spy)
     out = tmp_path / "run"

@@ -32,11 +32,10 @@ RUNS = {
 FRESH = """
 import sys
 from ctrlalign.cli import main
-prompts, jobs = sys.argv[1], sys.argv[2:]
-for job in jobs:
-    run, pref, out = job.split("|")
-    args = ["generate", "--run", run, "--prompts", prompts, "--preference", pref,
-            "--max-new-tokens", "{MAX_NEW}", "--output", out]
+for job in sys.argv[1:]:
+    run, prompts, out = job.split("|")
+    args = ["generate", "--run", run, "--prompts", prompts, "--max-new-tokens", "{MAX_NEW}",
+            "--output", out]
     assert main(args) == 0, job
 """.replace("{MAX_NEW}", str(MAX_NEW))
 
@@ -60,7 +59,10 @@ def trained(tmp_path_factory, pairwise_file, train_config):
             with pytest.MonkeyPatch.context() as mp:
                 mp.setattr(meet, "save_run", capture)
                 config: TrainConfig = train_config(
-                    f"pairwise:{pairwise_file}", root / name, method, stages=stages,
+                    f"pairwise:{pairwise_file}",
+                    root / name,
+                    method,
+                    stages=stages,
                     max_examples=4,
                 )
                 run_dir = meet.train(config)
@@ -70,25 +72,40 @@ def trained(tmp_path_factory, pairwise_file, train_config):
     return out
 
 
+def jobs_for(model) -> tuple[list[str], list[str]]:
+    """Every prompt under every preference, mixed in one batch."""
+    prefs = model.control.preferences
+    return [p for p in PROMPTS for _ in prefs], [q for _ in PROMPTS for q in prefs]
+
+
 @pytest.fixture(scope="module")
-def fresh_answers(trained, tmp_path_factory, prompts_file):
+def fresh_answers(trained, tmp_path_factory):
     """Generations from one new Python process running ``ctrlalign generate`` per run."""
     root = tmp_path_factory.mktemp("fresh")
     jobs, where = [], {}
     for name, (run_dir, model, _) in trained.items():
-        for pref in model.control.preferences:
-            out = root / f"{name}-{pref}.jsonl"
-            jobs.append(f"{run_dir}|{pref}|{out}")
-            where[name, pref] = out
+        prompts = root / f"{name}-prompts.jsonl"
+        prompts.write_text(
+            "".join(
+                json.dumps({"prompt": p, "preference": q}) + "\n"
+                for p, q in zip(*jobs_for(model), strict=True)
+            )
+        )
+        where[name] = root / f"{name}-answers.jsonl"
+        jobs.append(f"{run_dir}|{prompts}|{where[name]}")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
-        [sys.executable, "-c", FRESH, str(prompts_file), *jobs],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", FRESH, *jobs],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {
-        key: [json.loads(line) for line in path.read_text().splitlines()]
-        for key, path in where.items()
+        name: [json.loads(line) for line in path.read_text().splitlines()]
+        for name, path in where.items()
     }
 
 
@@ -106,14 +123,13 @@ def test_fresh_process_generates_what_the_trained_model_did(
     if not lm_saved:  # a first-step run names its base model instead of copying it
         assert info["model"] == str(tiny_model_dir)
 
-    config = GenerationConfig(max_new_tokens=MAX_NEW)
-    for pref in model.control.preferences:
-        expected = generate(model, tok, PROMPTS, pref, config)
-        rows = fresh_answers[name, pref]
-        assert [r["prompt"] for r in rows] == PROMPTS
-        assert all(r["preference"] == pref for r in rows)
-        assert [r["response"] for r in rows] == expected
-        assert all(expected)
+    prompts, prefs = jobs_for(model)
+    expected = generate(model, tok, prompts, prefs, GenerationConfig(max_new_tokens=MAX_NEW))
+    rows = fresh_answers[name]
+    assert [(r["prompt"], r["preference"]) for r in rows] == list(zip(prompts, prefs, strict=True))
+    assert [r["response"] for r in rows] == expected
+    assert all(expected)
+    assert expected[0] != expected[1] or expected[2] != expected[3] or kind == "lora"
 
     # and loaded here too, every tensor is the trained one
     loaded = load_run(run_dir)
@@ -127,7 +143,8 @@ def test_fresh_process_generates_what_the_trained_model_did(
 def test_control_files_and_run_info(trained):
     run_dir = trained["lora-second"][0]
     assert {p.name for p in (run_dir / "control" / "lora").iterdir() if p.is_dir()} == {
-        "good", "bad"
+        "good",
+        "bad",
     }
     info = yaml.safe_load((run_dir / "run.yaml").read_text())
     assert info["preferences"] == ["good", "bad"] and info["stages_run"] == ["second"]

@@ -98,7 +98,13 @@ def train_configs(spec: dict, output: Path) -> dict[str, TrainConfig]:
 
 
 def reward_model_config(spec: dict, output: Path) -> RewardModelConfig:
-    values = {"model": spec["model"], "data": spec["data"]["train"]}
+    """``train-rm`` settings for ``rm:trained``: the policies' data, model and split.
+
+    Sharing the split (``eval_fraction``, ``seed``) means the reward model never trains on
+    an evaluation prompt, and its held-out accuracy is measured on exactly those prompts.
+    """
+    shared = {k: v for k, v in (spec.get("train") or {}).items() if k in ("eval_fraction", "seed")}
+    values = {"model": spec["model"], "data": spec["data"]["train"], **shared}
     values |= spec.get("reward_model") or {}
     values["output"] = str(output / RM_FOLDER)
     return RewardModelConfig.from_dict(values, source="reward_model")
@@ -116,10 +122,11 @@ def eval_options(spec: dict) -> EvalOptions:
 
 
 def _differences(stored: dict, wanted: dict) -> list[str]:
+    """Settings that differ; None asks the recipe to decide (all preferences), so it matches."""
     return [
         f"{key}: trained with {stored.get(key)!r}, asked for {value!r}"
         for key, value in wanted.items()
-        if key != "output" and stored.get(key) != value
+        if key != "output" and value is not None and stored.get(key) != value
     ]
 
 

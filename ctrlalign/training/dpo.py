@@ -361,10 +361,14 @@ def fit_pairs(
         len(eval_pairs),
     )
     stage_dir = run_dir / "checkpoints" / "second"
+    args = training_arguments(config, stage_dir, lr=config.lr_second, epochs=config.epochs)
     started = time.time()
     cache = run_dir / "checkpoints" / REFERENCE_FILE
-    train_pairs = with_reference_logps(model, train_pairs, pad, config.micro_batch_size, cache)
-    eval_pairs = with_reference_logps(model, eval_pairs, pad, config.micro_batch_size, cache)
+    # on the training device, under the training precision, so step 0 has zero log-ratios
+    model.to(args.device)
+    with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        train_pairs = with_reference_logps(model, train_pairs, pad, config.micro_batch_size, cache)
+        eval_pairs = with_reference_logps(model, eval_pairs, pad, config.micro_batch_size, cache)
     metrics: dict = {
         "train_examples": len(train_pairs),
         "eval_examples": len(eval_pairs),
@@ -374,7 +378,6 @@ def fit_pairs(
         "stages": {},
     }
     objective = DPOObjective(model, config.beta, config.loss_type, config.label_smoothing)
-    args = training_arguments(config, stage_dir, lr=config.lr_second, epochs=config.epochs)
     metrics["stages"]["second"] = run_stage(
         objective,
         params,
@@ -404,7 +407,6 @@ def finish_run(
     info = {
         **config.to_dict(),
         "control": None,
-        "preferences": [],
         "chosen": data.chosen,
         "rejected": data.rejected,
         "stages_run": ["second"],
