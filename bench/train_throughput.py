@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--rounds",
         type=int,
-        default=1,
+        default=2,
         help="run every configuration this many times, interleaved, and keep each one's "
         "fastest round (a shared machine only ever slows a run down)",
     )

@@ -68,7 +68,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from ctrlalign.evaluation.experiment import run_experiment
 
-    report = run_experiment(args.file, args.output, scale=args.scale, judges=args.judge)
+    report = run_experiment(
+        args.file, args.output, scale=args.scale, judges=args.judge, judge_model=args.judge_model
+    )
     print(f"report written to {report}")
     print(report.read_text())
     return 0
@@ -121,4 +123,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     experiment.add_argument("--output", required=True, help="folder for runs, caches and report")
     experiment.add_argument("--scale", help="a scale named in the YAML's `scales`, e.g. small")
     experiment.add_argument("--judge", action="append", help="replace the YAML's judges")
+    experiment.add_argument("--judge-model", help="model name sent to an llm: judge")
     experiment.set_defaults(func=cmd_experiment)

@@ -177,13 +177,22 @@ def _check_before_training(spec: dict, judges: list[str], output: Path, options)
 
 
 def run_experiment(
-    path: str | Path, output: str | Path, scale: str | None = None, judges: list[str] | None = None
+    path: str | Path,
+    output: str | Path,
+    scale: str | None = None,
+    judges: list[str] | None = None,
+    judge_model: str | None = None,
 ) -> Path:
-    """Run the experiment in ``path`` into ``output``; returns the path of ``report.md``."""
+    """Run the experiment in ``path`` into ``output``; returns the path of ``report.md``.
+
+    ``judges`` and ``judge_model`` replace the file's (the command line's ``--judge``).
+    """
     output = Path(output)
     spec = load_spec(path, scale)
     if judges:
         spec["judges"] = judges
+    if judge_model:
+        spec["evaluation"] = {**(spec.get("evaluation") or {}), "judge_model": judge_model}
     configs = train_configs(spec, output)
     options = eval_options(spec)
     judge_specs, notes = resolve_judges(spec["judges"], output)

@@ -156,11 +156,13 @@ def plot_delta_against(
     series: Mapping[str, Sequence[tuple[float, WinRate]]],
     path: str | Path,
     title: str | None = None,
+    log_x: bool = False,
 ) -> Path:
     """Delta (with its bootstrap band) against ``x_name``, one line per series label.
 
     The x values can be temperatures, soft-prompt lengths or LoRA ranks: the paper's
-    Figure 3 and the scaling trends of Tables 1-2.
+    Figure 3 and the scaling trends of Tables 1-2. ``log_x`` spaces settings that grow
+    geometrically (ranks 1, 4, 64) evenly, with the values themselves as tick labels.
     """
     if not any(series.values()):
         raise ValueError("nothing to plot: every series is empty")
@@ -180,6 +182,11 @@ def plot_delta_against(
             alpha=0.15,
         )
     axes.set_xlabel(x_name)
+    if log_x:
+        axes.set_xscale("log")
+        ticks = sorted({x for points in series.values() for x, _ in points})
+        axes.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        axes.minorticks_off()
     axes.set_ylabel("Δ = win % − lose %")
     if title:
         axes.set_title(title)

@@ -143,7 +143,8 @@ def _plots(folder: Path, results: Results) -> list[Path]:
         series = {label: points for label, points in series.items() if len(points) > 1}
         if series:
             title = f"Δ against {results.baseline} by {axis}, temperature {temperature:g}"
-            plots.append(plot_delta_against(axis, series, folder / filename, title=title))
+            path = folder / filename
+            plots.append(plot_delta_against(axis, series, path, title=title, log_x=True))
     return plots
 
 
