@@ -7,4 +7,10 @@ Modules, lightest first, so importing one never drags in torch unless it needs i
 - ``rm_judge``: a sequence-classification reward model as judge (DeBERTa in the paper).
 - ``rouge``: ROUGE-1/2/L against reference summaries (TL;DR).
 - ``report``: win-rate tables (Markdown, CSV) and delta plots (Figure 3 style).
+
+Built on them, the commands (``commands``): ``eval_data`` (which prompts, as judges read
+them), ``judges`` (``rm:``/``llm:`` specs, cached), ``generations`` (cached answers per run
+and temperature), ``report_writer`` (the report folder), ``runner`` (``ctrlalign
+evaluate``) and ``experiment`` (``ctrlalign experiment``: train what is missing, then
+evaluate).
 """

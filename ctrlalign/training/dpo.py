@@ -6,10 +6,11 @@ Why it is built this way, on CPU where matrix products are the whole cost:
   before training, and cached with each pair (and on disk, for resume): no second copy of
   the weights, no reference forward per step. With LoRA the reference is the same network
   with the adapter disabled; for CLM (``training/clm.py``) the identity layer skipped.
-- The prompt shared by the chosen and the rejected response runs once: the prompts go
-  through the decoder with a KV cache, the cache is repeated for both responses, and the
-  responses run on top of it. Gradients flow back through the cache into the prompt, so
-  the loss and its gradients are those of two full sequences (tested against TRL).
+- The prompt shared by the chosen and the rejected response runs once: each pair is one
+  row ``[prompt][chosen][rejected]`` in which both responses are positioned right after
+  the prompt and a 4D attention mask keeps each response from seeing the other, so the
+  loss and its gradients are those of two full sequences (tested against TRL) with the
+  prompt computed once, and padding is per pair rather than per sequence.
 - Logits are computed only where a response token is predicted.
 
 Batches use the Trainer through ``ControlTrainer``/``run_stage``, so checkpoints hold only
@@ -32,7 +33,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from torch.nn import functional as F
+from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.controlled_lm import ControlledLM
 from ctrlalign.data import DataError, PreferenceData, Record, load_preference_data, split_records
@@ -40,12 +42,12 @@ from ctrlalign.models import load_model
 from ctrlalign.rundir import save_run
 from ctrlalign.training.batching import ExampleDataset, prompt_ids, response_ids
 from ctrlalign.training.config import METHODS, PAIRWISE_METHODS, TrainConfig
-from ctrlalign.training.losses import IGNORE_INDEX, dpo_sigmoid_loss, ipo_loss, sequence_logps
+from ctrlalign.training.losses import dpo_sigmoid_loss, ipo_loss
 from ctrlalign.training.trainer import ControlTrainer, run_stage, training_arguments
 
 log = logging.getLogger(__name__)
 REFERENCE_FILE = "reference_logps.safetensors"
-PAIR_INPUTS = ("prompt_ids", "prompt_mask", "response_ids", "response_mask")
+PAIR_INPUTS = ("input_ids", "position_ids", "segment_ids", "source", "targets", "owner")
 
 
 @dataclass(frozen=True)
@@ -99,25 +101,41 @@ def encode_pairs(
     return examples, dropped
 
 
-def _pad(rows: Sequence[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([r + [value] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return ids, mask
+PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
 
 
 def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded prompts (B rows) and responses interleaved chosen, rejected (2B rows)."""
-    prompt, prompt_mask = _pad([e.prompt_ids for e in examples], pad_id)
-    responses = [ids for e in examples for ids in (e.chosen_ids, e.rejected_ids)]
-    response, response_mask = _pad(responses, pad_id)
-    refs = torch.tensor([[e.ref_chosen, e.ref_rejected] for e in examples])
+    """One row per pair, ``[prompt][chosen][rejected]``, both responses positioned right after
+    the prompt; ``segment_ids`` tell the attention mask which tokens see which.
+
+    ``source``/``targets``/``owner`` list every response token: the flat position of the
+    hidden state that predicts it, the token, and its sequence (2i chosen, 2i + 1 rejected).
+    """
+    width = max(len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in examples)
+    ids, positions, segments, source, targets, owner = [], [], [], [], [], []
+    for row, e in enumerate(examples):
+        p, c, r = len(e.prompt_ids), len(e.chosen_ids), len(e.rejected_ids)
+        pad = width - p - c - r
+        ids.append(e.prompt_ids + e.chosen_ids + e.rejected_ids + [pad_id] * pad)
+        positions.append([*range(p + c), *range(p, p + r), *[0] * pad])
+        segments.append([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r + [PAD] * pad)
+        base = row * width
+        # the last prompt position predicts the first token of both responses
+        source += [base + p - 1, *range(base + p, base + p + c - 1)]
+        source += [base + p - 1, *range(base + p + c, base + p + c + r - 1)]
+        targets += e.chosen_ids + e.rejected_ids
+        owner += [2 * row] * c + [2 * row + 1] * r
     return {
-        "prompt_ids": prompt,
-        "prompt_mask": prompt_mask,
-        "response_ids": response,
-        "response_mask": response_mask,
-        "ref_logps": refs,
+        "input_ids": torch.tensor(ids),
+        "position_ids": torch.tensor(positions),
+        "segment_ids": torch.tensor(segments),
+        "source": torch.tensor(source),
+        "targets": torch.tensor(targets),
+        "owner": torch.tensor(owner),
+        "response_lengths": torch.tensor(
+            [[len(e.chosen_ids), len(e.rejected_ids)] for e in examples]
+        ),
+        "ref_logps": torch.tensor([[e.ref_chosen, e.ref_rejected] for e in examples]),
     }
 
 
@@ -131,42 +149,54 @@ class PairCollator:
         return collate_pairs(examples, self.pad_id)
 
 
+def pair_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dtype) -> torch.Tensor:
+    """4D mask: causal, and a response sees the prompt and itself, never the other response.
+
+    Padding queries see the prompt (never an empty row, which would give NaN). ``sdpa``
+    takes the boolean mask; other implementations get it additive in the model's dtype.
+    """
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(
+            f"DPO's shared-prompt forward needs a 4D attention mask, which {attn_implementation!r}"
+            " attention does not take; load the model with attn_implementation='sdpa'"
+        )
+    width = segment_ids.shape[1]
+    index = torch.arange(width, device=segment_ids.device)
+    query, key = segment_ids[:, :, None], segment_ids[:, None, :]
+    allowed = (index[None, :] <= index[:, None]) & ((key == PROMPT) | (key == query)) & (key != PAD)
+    allowed = allowed[:, None]
+    if attn_implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
 def pair_logps(
     model: ControlledLM,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    segment_ids: torch.Tensor,
+    source: torch.Tensor,
+    targets: torch.Tensor,
+    owner: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probs of the chosen and of the rejected responses, the prompt run once."""
-    decoder = model.base.get_decoder()
-    batch, width = prompt_ids.shape
-    device = prompt_ids.device
-    cache = DynamicCache()
-    prompt_hidden = decoder(
-        inputs_embeds=model.embed(prompt_ids),
-        attention_mask=prompt_mask,
-        position_ids=torch.arange(width, device=device).expand(batch, width),
-        past_key_values=cache,
-        use_cache=True,
-    ).last_hidden_state
-    lengths = prompt_mask.sum(-1)
-    # the last prompt position predicts the first response token
-    last = prompt_hidden[torch.arange(batch, device=device), lengths - 1].repeat_interleave(2, 0)
-    cache.batch_repeat_interleave(2)
-    steps = response_ids.shape[1]
-    response_hidden = decoder(
-        inputs_embeds=model.embed(response_ids),
-        attention_mask=torch.cat([prompt_mask.repeat_interleave(2, 0), response_mask], -1),
-        position_ids=lengths.repeat_interleave(2, 0)[:, None] + torch.arange(steps, device=device),
-        past_key_values=cache,
-        use_cache=True,
-    ).last_hidden_state
-    hidden = torch.cat([last[:, None], response_hidden], 1)
-    labels = response_ids.masked_fill(response_mask == 0, IGNORE_INDEX)
-    labels = torch.cat([torch.full_like(labels[:, :1], IGNORE_INDEX), labels], 1)
-    logps = sequence_logps(hidden, labels, model.base.get_output_embeddings())
-    return logps[0::2], logps[1::2]
+    """Summed log-probs of the chosen and of the rejected responses, each prompt run once."""
+    config = model.config
+    embeds = model.embed(input_ids)
+    mask = pair_attention_mask(segment_ids, config._attn_implementation, embeds.dtype)
+    hidden = (
+        model.base.get_decoder()(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
+        )
+        .last_hidden_state.flatten(0, 1)
+        .index_select(0, source)
+    )
+    logits = model.base.get_output_embeddings()(hidden).float()
+    logps = -F.cross_entropy(logits, targets, reduction="none")
+    sums = torch.zeros(2 * input_ids.shape[0], dtype=logps.dtype, device=logps.device)
+    sums = sums.index_add(0, owner, logps)
+    return sums[0::2], sums[1::2]
 
 
 def reference(model: ControlledLM) -> contextlib.AbstractContextManager:
@@ -247,17 +277,12 @@ class DPOObjective(nn.Module):
 
     def forward(
         self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
         ref_logps: torch.Tensor,
-        **_: object,
+        response_lengths: torch.Tensor,
+        **batch: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        chosen, rejected = pair_logps(
-            self.model, prompt_ids, prompt_mask, response_ids, response_mask
-        )
-        losses = self.pair_losses(chosen, rejected, ref_logps, response_mask)
+        chosen, rejected = pair_logps(self.model, *(batch[k] for k in PAIR_INPUTS))
+        losses = self.pair_losses(chosen, rejected, ref_logps, response_lengths)
         self._record(chosen, rejected, ref_logps)
         return {"loss": losses.mean(), "chosen_logps": chosen, "rejected_logps": rejected}
 
@@ -266,14 +291,14 @@ class DPOObjective(nn.Module):
         chosen: torch.Tensor,
         rejected: torch.Tensor,
         ref_logps: torch.Tensor,
-        response_mask: torch.Tensor,
+        response_lengths: torch.Tensor,
     ) -> torch.Tensor:
-        """Per-pair loss from policy and reference log-probs (``ref_logps``: B x 2)."""
+        """Per-pair loss from policy and reference log-probs (both B x 2 as chosen, rejected)."""
         ref_logps = ref_logps.to(chosen.dtype)
         chosen_ratio, rejected_ratio = chosen - ref_logps[:, 0], rejected - ref_logps[:, 1]
         if self.loss_type == "ipo":
-            lengths = response_mask.sum(-1)
-            return ipo_loss(chosen_ratio, rejected_ratio, lengths[0::2], lengths[1::2], self.beta)
+            lengths = response_lengths
+            return ipo_loss(chosen_ratio, rejected_ratio, lengths[:, 0], lengths[:, 1], self.beta)
         return dpo_sigmoid_loss(chosen_ratio, rejected_ratio, self.beta, self.label_smoothing)
 
     @torch.no_grad()
@@ -322,7 +347,7 @@ def evaluate_pairs(
         }
         chosen, rejected = pair_logps(objective.model, *(batch[k] for k in PAIR_INPUTS))
         refs = batch["ref_logps"]
-        losses.append(objective.pair_losses(chosen, rejected, refs, batch["response_mask"]))
+        losses.append(objective.pair_losses(chosen, rejected, refs, batch["response_lengths"]))
         margins.append(objective.beta * ((chosen - refs[:, 0]) - (rejected - refs[:, 1])))
     objective.train(was_training)
     margin = torch.cat(margins)
