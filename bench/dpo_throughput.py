@@ -9,8 +9,9 @@ checkpointing, same torch threads, each in a fresh process. TRL is configured as
 CPU user would: ``bf16=False``, ``gradient_checkpointing=False`` and
 ``precompute_ref_log_probs=True`` (no reference model in memory, no reference forward per
 step), which is also what ctrlalign does. The difference left is the forward itself:
-ctrlalign runs each prompt once and both responses on its KV cache, and computes logits
-only where a response token is predicted.
+ctrlalign packs each pair into one row (prompt once, both responses after it, a 4D mask
+keeping them apart), so it computes the prompt once and pads per pair, and it computes
+logits only where a response token is predicted.
 
 Throughput counts the tokens of the two full sequences of every pair (prompt + chosen and
 prompt + rejected, non-pad), the same number for both trainers, so the ratio is a speed-up
@@ -101,9 +102,9 @@ def count_trl(batch) -> BatchCount:
 
 
 def count_ours(batch) -> BatchCount:
-    prompt, response = batch["prompt_mask"], batch["response_mask"]
-    tokens = 2 * int(prompt.sum()) + int(response.sum())
-    return BatchCount(tokens, int(response.sum()), prompt.numel() + response.numel())
+    segments = batch["segment_ids"]  # one row per pair: prompt 0, chosen 1, rejected 2, pad -1
+    prompt, responses = int((segments == 0).sum()), int((segments > 0).sum())
+    return BatchCount(2 * prompt + responses, responses, segments.numel())
 
 
 def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:

@@ -69,7 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=512, help="longest example, in tokens")
     p.add_argument("--soft-prompt-length", type=int, default=20)
     p.add_argument("--lora-rank", type=int, default=4)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for every configuration (default 1: on a shared machine, two "
+        "OpenMP threads per process wait on each other whenever another job holds a core, "
+        "which turns the figures into scheduling noise; use the core count on a quiet one)",
+    )
     p.add_argument("--model", default="smollm2")
     p.add_argument("--data", type=Path, default=HH_TEST, help="HH-RLHF jsonl(.gz)")
     p.add_argument("--only", nargs="+", choices=WORKERS, help="run only these configurations")
@@ -87,7 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="before each configuration, wait until other processes use less than this "
         "share of the CPUs ...",
     )
-    p.add_argument("--max-quiet-wait", type=float, default=120.0, help="... for at most this (s)")
+    p.add_argument("--max-quiet-wait", type=float, default=30.0, help="... for at most this (s)")
+    p.add_argument("--report", type=Path, help="print the tables of a results file and exit")
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
@@ -363,6 +371,9 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.report:
+        print(table(json.loads(args.report.read_text())))
+        return
     require_file(args.data, "HH-RLHF helpful-base test data")
     passed = [
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
@@ -393,7 +404,7 @@ def main() -> None:
         configs[name]["tokens_per_s_by_round"] = [r["tokens_per_s"] for r in tries]
     results = {
         "benchmark": "train_throughput",
-        "command": ".venv/bin/python bench/train_throughput.py " + " ".join(sys.argv[1:]),
+        "command": " ".join([".venv/bin/python bench/train_throughput.py", *sys.argv[1:]]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": round(time.time() - started, 1),
         "environment": environment(),

@@ -216,3 +216,14 @@ def test_dpo_on_pointwise_data_fails_naming_methods_and_writes_nothing(
         assert "pointwise" in err
         assert "coh, special-token, meet-prompt, meet-lora, meet-token, sft" in err
         assert not out.exists()
+
+
+def test_pair_mask_gives_the_same_logps_with_eager_attention(policy_and_reference):
+    lm, _, tokenizer = policy_and_reference
+    batch = collate_pairs(random_pairs(seed=5), tokenizer.pad_token_id)
+    model = ControlledLM(copy.deepcopy(lm))
+    with torch.no_grad():
+        sdpa = torch.stack(pair_logps(model, *(batch[k] for k in PAIR_INPUTS)))
+        model.base.set_attn_implementation("eager")
+        eager = torch.stack(pair_logps(model, *(batch[k] for k in PAIR_INPUTS)))
+    torch.testing.assert_close(eager, sdpa, atol=1e-4, rtol=0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -247,7 +248,10 @@ def with_reference_logps(
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         stored = load_file(str(cache_file)) if cache_file.is_file() else {}
-        save_file({**stored, key: table.contiguous()}, str(cache_file))
+        # written aside and renamed: processes of a distributed run write the same values
+        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+        save_file({**stored, key: table.contiguous()}, str(tmp))
+        os.replace(tmp, cache_file)
     return [
         replace(e, ref_chosen=float(c), ref_rejected=float(r))
         for e, (c, r) in zip(examples, table.tolist(), strict=True)
