@@ -73,11 +73,13 @@ def main() -> None:
         gen = GenerationConfig(max_new_tokens=args.new_tokens, batch_size=batch, stop_ids=[NEVER])
         times: dict[str, list[float]] = {name: [] for name in configs}
         generate_rows(plain, tokenizer, [plain_row(prompts[0])], gen)  # warm-up
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             for name, (model, make_row) in configs.items():
                 t = time.perf_counter()
                 generate_rows(model, tokenizer, [make_row(p) for p in prompts], gen)
                 times[name].append(time.perf_counter() - t)
+            done = ", ".join(f"{n} {ts[-1]:.1f}s" for n, ts in times.items())
+            print(f"[bench] batch {batch}, repeat {repeat + 1}: {done}", flush=True)
         best = {name: min(ts) for name, ts in times.items()}
         tokens = args.prompts * args.new_tokens
         entry = {

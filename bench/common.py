@@ -237,7 +237,9 @@ def environment() -> dict:
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     flags = ""
@@ -278,4 +280,6 @@ def run_worker(script: Path, name: str, argv: list[str], timeout: float | None =
 def write_json_atomic(path: Path, data: dict) -> Path:
     from ctrlalign.io import write_atomic
 
-    return write_atomic(path, json.dumps(data, indent=2) + "\n")
+    path = write_atomic(path, json.dumps(data, indent=2) + "\n")
+    path.chmod(0o644)  # the temporary file it was renamed from is private to its owner
+    return path

@@ -1,6 +1,7 @@
 """Training throughput and memory of MEET's two steps, with TRL's SFTTrainer as the yardstick.
 
-    .venv/bin/python bench/train_throughput.py [--steps 3 --warmup 1 --batch 4 --max-length 512]
+    .venv/bin/python bench/train_throughput.py [--steps 3 --warmup 1 --batch 4 --max-length 512
+                                                --threads 1 --rounds 2]
 
 Configurations, each in its own process, all on the same HH-RLHF examples, model, batch,
 max length, fp32 and torch threads:
@@ -13,12 +14,13 @@ max length, fp32 and torch threads:
   ``completion_only_loss=True``, configured as its best CPU user would: fp32 (``bf16=False``),
   ``gradient_checkpointing=False`` (TRL defaults to bf16 + checkpointing, ~10x slower here).
 
-Every trainer reads the batches in dataset order (``train_sampling_strategy="sequential"``),
-so step k sees the same examples in every configuration. Throughput counts the real
-(non-pad) tokens of each optimizer step over the timed steps (after the warm-up steps),
-plus the response tokens (those carrying loss). Memory is the peak RSS sampled during the
-step loop minus the RSS just before it (see ``bench/common.py``). Results go to
-``bench/results/train_throughput.json``.
+Every configuration runs ``--rounds`` times, interleaved, and keeps its fastest round: on a
+shared machine other jobs only ever slow a run down. Each trainer reads the batches in dataset
+order (``train_sampling_strategy="sequential"``), so step k sees the same examples in every
+configuration. Throughput counts the real (non-pad) tokens of each optimizer step over the
+timed steps (after the warm-up steps), plus the response tokens (those carrying loss).
+Memory is the peak RSS sampled during the step loop minus the RSS just before it (see
+``bench/common.py``). Results go to ``bench/results/train_throughput.json``.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def plot_sweep(summary: Sequence[dict], path: str | Path, title: str = "") -> Pa
     judged = order[0]["mean_score"] is not None
     panels = [("mean_tokens", "mean length (tokens)")]
     if judged:
-        panels.insert(0, ("mean_score", "mean reward"))
+        panels.insert(0, ("mean_score", "mean reward (± standard error)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         values = [e[key] for e in order]

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--output", default="runs/demo")
-    parser.add_argument("--max-examples", type=int, default=100, help="training prompts")
+    parser.add_argument("--max-examples", type=int, default=64, help="training prompts")
     parser.add_argument("--prompts", type=int, default=12, help="held-out prompts to answer")
     parser.add_argument("--show", type=int, default=4, help="answers to print side by side")
     args = parser.parse_args(argv)
@@ -76,15 +76,24 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [r.chat for r in held_out.records[: args.prompts]]
     both = [p for p in prompts for _ in PREFERENCES]
     prefs = [pref for _ in prompts for pref in PREFERENCES]
-    answers = generate(run.model, run.tokenizer, both, prefs,
-                       GenerationConfig(max_new_tokens=128, batch_size=8), progress=True)
+    answers = generate(
+        run.model,
+        run.tokenizer,
+        both,
+        prefs,
+        GenerationConfig(max_new_tokens=128, batch_size=2 * args.prompts),
+        progress=True,
+    )
     by_pref = {p: answers[i::2] for i, p in enumerate(PREFERENCES)}
 
     print("\nHeld-out prompts, answered by one model under each preference:\n")
     for i, prompt in enumerate(prompts[: args.show]):
         print(f"Q: {prompt[-1]['content']}")
-        print(side_by_side("[concise] " + by_pref["concise"][i],
-                           "[detailed] " + by_pref["detailed"][i]))
+        print(
+            side_by_side(
+                "[concise] " + by_pref["concise"][i], "[detailed] " + by_pref["detailed"][i]
+            )
+        )
         print()
     mean = {p: sum(map(words, a)) / len(a) for p, a in by_pref.items()}
     for pref in PREFERENCES:
