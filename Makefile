@@ -25,6 +25,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py
+	$(PY) bench/dpo_throughput.py
+	$(PY) bench/alpha_generation.py
 
 clean:
 	rm -rf $(VENV)

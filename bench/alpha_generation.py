@@ -8,8 +8,11 @@ differ) at alpha 0 (layer skipped), 1 (layer run) and 0.5 (both streams, twice t
 one batched forward with one KV cache). Every configuration generates exactly
 ``--new-tokens`` tokens per prompt (end-of-turn does not stop it), so the work compared is
 the same. Configurations are interleaved within each repeat so machine load drifts affect
-all of them alike; the figure kept per configuration is its fastest repeat. Measured at
-batch sizes 1 and ``--prompts``. Results: ``bench/results/alpha_generation.json``.
+all of them alike; the figure kept per configuration is its fastest repeat. Both wall and
+process CPU seconds are recorded; the ratios use CPU seconds, which on a shared machine
+(other jobs taking cores) measure the work done rather than the time spent waiting for a
+core: run with ``--threads 1`` there, since idle OpenMP threads spinning also count as CPU.
+Measured at batch sizes 1 and ``--prompts``. Results: ``bench/results/alpha_generation.json``.
 """
 
 from __future__ import annotations
@@ -72,21 +75,25 @@ def main() -> None:
     for batch in sorted({1, args.prompts}):
         gen = GenerationConfig(max_new_tokens=args.new_tokens, batch_size=batch, stop_ids=[NEVER])
         times: dict[str, list[float]] = {name: [] for name in configs}
+        cpu: dict[str, list[float]] = {name: [] for name in configs}
         generate_rows(plain, tokenizer, [plain_row(prompts[0])], gen)  # warm-up
         for repeat in range(args.repeats):
             for name, (model, make_row) in configs.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 generate_rows(model, tokenizer, [make_row(p) for p in prompts], gen)
                 times[name].append(time.perf_counter() - t)
-            done = ", ".join(f"{n} {ts[-1]:.1f}s" for n, ts in times.items())
+                cpu[name].append(time.process_time() - c)
+            done = ", ".join(f"{n} {ts[-1]:.1f}s ({cpu[n][-1]:.1f} cpu)" for n, ts in times.items())
             print(f"[bench] batch {batch}, repeat {repeat + 1}: {done}", flush=True)
-        best = {name: min(ts) for name, ts in times.items()}
+        best = {name: min(ts) for name, ts in cpu.items()}
         tokens = args.prompts * args.new_tokens
         entry = {
             name: {
-                "seconds": [round(t, 3) for t in ts],
-                "best_seconds": round(best[name], 3),
-                "tokens_per_s": round(tokens / best[name], 2),
+                "wall_seconds": [round(t, 3) for t in ts],
+                "cpu_seconds": [round(t, 3) for t in cpu[name]],
+                "best_cpu_seconds": round(best[name], 3),
+                "tokens_per_cpu_s": round(tokens / best[name], 2),
+                "best_wall_relative_to_plain": round(min(ts) / min(times["plain"]), 3),
             }
             for name, ts in times.items()
         }
@@ -115,8 +122,8 @@ def main() -> None:
             "repeats": args.repeats,
             "torch_threads": args.threads,
             "dtype": "float32",
-            "measure": "wall seconds of generate_rows for all prompts; fastest repeat; "
-            "configurations interleaved within each repeat",
+            "measure": "process CPU seconds of generate_rows for all prompts (wall seconds "
+            "beside them); fastest repeat; configurations interleaved within each repeat",
         },
         "results": results,
     }

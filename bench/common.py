@@ -261,6 +261,7 @@ def environment() -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
         "torch_threads_default": torch.get_num_threads(),
+        "niceness": os.nice(0),
         "gpu": torch.cuda.is_available(),
     }
 

@@ -3,7 +3,8 @@
 The YAML names the data, the base model, the methods (each a set of ``TrainConfig``
 overrides on top of a shared ``train`` block), the baseline, the judges and the
 evaluation settings; ``scales`` holds named overrides (``--scale small``) that shrink the
-paper's settings to what 2 CPU cores finish in under an hour. Layout of ``--output DIR``::
+paper's settings to what 2 CPU cores can run (``small``: SmolLM2 with a few dozen pairs;
+``smoke``: the tiny model, minutes). Layout of ``--output DIR``::
 
     experiment.yaml     the settings actually used (after --scale)
     runs/<method>/      one run directory per method (``ctrlalign train``'s format)
