@@ -187,6 +187,32 @@ def cmd_alpha_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ctrlalign.rundir import load_run, read_run_info
+    from ctrlalign.serving import Service, make_server
+
+    read_run_info(args.run)
+    if args.max_batch_size < 1 or args.max_new_tokens < 1 or args.batch_wait_ms < 0:
+        raise ValueError("--max-batch-size and --max-new-tokens must be >= 1, --batch-wait-ms >= 0")
+    run = load_run(args.run)
+    name = args.name or Path(args.run).resolve().name
+    service = Service(
+        run, name, args.max_new_tokens, args.max_batch_size, args.batch_wait_ms / 1000
+    )
+    server = make_server(service, args.host, args.port)
+    host, port = server.server_address[:2]
+    prefs = ", ".join(run.preferences) or "none"
+    print(f"serving {name} on http://{host}:{port}/v1 (preferences: {prefs})", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        service.batcher.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ctrlalign.training.config import TrainConfig
 
@@ -234,6 +260,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--batch-size", type=int, default=8)
     sweep.add_argument("--seed", type=int, default=0)
     sweep.set_defaults(func=cmd_alpha_sweep)
+
+    serve = sub.add_parser(
+        "serve", help="serve a run over OpenAI-compatible HTTP, preference and alpha per request"
+    )
+    serve.add_argument("--run", required=True, help="run directory made by `ctrlalign train`")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--name", help="model name in responses (default: the run's folder name)")
+    serve.add_argument("--max-new-tokens", type=int, default=512, help="cap on max_tokens")
+    serve.add_argument("--max-batch-size", type=int, default=16)
+    serve.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=20.0,
+        help="how long a batch waits for more requests before it starts",
+    )
+    serve.set_defaults(func=cmd_serve)
 
     from ctrlalign.evaluation.commands import add_parsers
 

@@ -37,6 +37,8 @@ class Row:
     messages: tuple[tuple[str, str], ...]
     streams: tuple[Stream, ...] = (Stream(),)
     weights: tuple[float, ...] = (1.0,)
+    #: this row's own cap (a server's per-request ``max_tokens``); default: the config's
+    max_new_tokens: int | None = None
 
 
 @dataclass
@@ -142,13 +144,16 @@ def _generate_batch(
     suppressed = model.control.suppressed_token_ids() if model.control is not None else []
     stop = torch.tensor(config.stop_ids or [tokenizer.eos_token_id], device=device)
 
+    limits = torch.tensor(
+        [row.max_new_tokens or config.max_new_tokens for row in rows], device=device
+    )
     mask = batch["attention_mask"]
     embeds = model.embed(batch["input_ids"], batch["prefix_mask"], batch["preference_ids"])
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
     out = [[] for _ in rows]
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
-    for _ in range(config.max_new_tokens):
+    for step in range(int(limits.max())):
         logits = (
             model.lm(
                 inputs_embeds=embeds,
@@ -169,7 +174,7 @@ def _generate_batch(
         nxt = _pick(mixed, config, generator)
         for i in (~done).nonzero(as_tuple=True)[0].tolist():
             out[i].append(int(nxt[i]))
-        done |= torch.isin(nxt, stop)
+        done |= torch.isin(nxt, stop) | (limits <= step + 1)
         if bool(done.all()):
             break
         step_ids = nxt[owner_t].unsqueeze(-1)
@@ -177,6 +182,34 @@ def _generate_batch(
         mask = torch.cat([mask, torch.ones_like(step_ids)], dim=-1)
         positions = positions[:, -1:] + 1
     return out
+
+
+def generate_ids(
+    model: ControlledLM,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Row],
+    config: GenerationConfig | None = None,
+    progress: bool = False,
+) -> list[list[int]]:
+    """The new token ids of every row, in the order of ``rows``; a row that stopped ends
+    with its stop id (so a caller can tell a stop from running out of tokens)."""
+    config = config or GenerationConfig()
+    model.eval()
+    generator = torch.Generator().manual_seed(config.seed)
+    out: list[list[int]] = []
+    starts = range(0, len(rows), config.batch_size)
+    for start in tqdm(starts, desc="generating", disable=not progress):
+        batch = rows[start : start + config.batch_size]
+        with model.aligned_rows(_alignment(batch)):
+            out += _generate_batch(model, tokenizer, batch, config, generator)
+    return out
+
+
+def decode(tokenizer: PreTrainedTokenizerBase, ids: list[int], config: GenerationConfig) -> str:
+    """A response's text: the stop id dropped, special tokens skipped."""
+    stop = set(config.stop_ids or [tokenizer.eos_token_id])
+    ids = ids[:-1] if ids and ids[-1] in stop else ids
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
 def generate_rows(
@@ -188,19 +221,8 @@ def generate_rows(
 ) -> list[str]:
     """Decode every row; returns the response texts in the order of ``rows``."""
     config = config or GenerationConfig()
-    model.eval()
-    generator = torch.Generator().manual_seed(config.seed)
-    stop = set(config.stop_ids or [tokenizer.eos_token_id])
-    texts: list[str] = []
-    starts = range(0, len(rows), config.batch_size)
-    for start in tqdm(starts, desc="generating", disable=not progress):
-        batch = rows[start : start + config.batch_size]
-        with model.aligned_rows(_alignment(batch)):
-            answers = _generate_batch(model, tokenizer, batch, config, generator)
-        for ids in answers:
-            ids = ids[:-1] if ids and ids[-1] in stop else ids
-            texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-    return texts
+    ids = generate_ids(model, tokenizer, rows, config, progress)
+    return [decode(tokenizer, row_ids, config) for row_ids in ids]
 
 
 def generate(

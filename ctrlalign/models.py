@@ -84,6 +84,14 @@ def smollm2_dir() -> Path:
     return _atomic_dir(target, convert)
 
 
+def portable_spec(spec: str) -> str:
+    """A local folder as an absolute path: a run records its base model's spec, and a
+    relative one would resolve only from the directory training ran in."""
+    if spec in ("smollm2", "tiny") or not Path(spec).expanduser().is_dir():
+        return spec
+    return str(Path(spec).expanduser().resolve())
+
+
 def load_tokenizer(spec: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
     path = smollm2_dir() if spec in ("smollm2", "tiny") else spec
     if str(path).startswith(("/", ".", "~")) and not Path(path).expanduser().exists():

@@ -86,7 +86,10 @@ def save_run(
     if save_lm:
         model.base.save_pretrained(staging / "model", state_dict=_plain_state_dict(model))
         tokenizer.save_pretrained(staging / "model")
-    for child in staging.iterdir():
+    # run.yaml marks a complete run: drop the old one first and move the new one last, so
+    # a crash while moving leaves a directory that load_run refuses rather than a mixed one.
+    (directory / RUN_FILE).unlink(missing_ok=True)
+    for child in sorted(staging.iterdir(), key=lambda c: c.name == RUN_FILE):
         target = directory / child.name
         if target.is_dir():
             shutil.rmtree(target)

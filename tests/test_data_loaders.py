@@ -475,8 +475,13 @@ def test_split_keeps_every_prompt_on_one_side():
 def test_preferences_kind_keeps_every_named_response(tmp_path):
     path = tmp_path / "styles.jsonl"
     rows = [
-        {"prompt": "Why is the sky blue?", "responses": {"concise": "Scattering.", "detailed": "Air"
-         " molecules scatter blue light more than red light."}},
+        {
+            "prompt": "Why is the sky blue?",
+            "responses": {
+                "concise": "Scattering.",
+                "detailed": "Air molecules scatter blue light more than red light.",
+            },
+        },
         {"prompt": "What is rain?", "responses": {"concise": "Falling water.", "formal": "Water."}},
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

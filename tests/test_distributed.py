@@ -30,11 +30,31 @@ def write_pairs(path: Path, n: int = 16) -> None:
 def train(tmp_path: Path, name: str, launcher: list[str], micro: int) -> dict:
     out = tmp_path / name
     cmd = launcher + [
-        "-m", "ctrlalign.cli", "train",
-        "--data", f"pairwise:{tmp_path / 'pairs.jsonl'}",
-        "--method", "meet-prompt", "--model", "tiny", "--soft-prompt-length", "2",
-        "--output", str(out), "--batch-size", "8", "--micro-batch-size", str(micro),
-        "--epochs", "2", "--max-length", "96", "--eval-fraction", "0.25", "--save-steps", "100",
+        "-m",
+        "ctrlalign.cli",
+        "train",
+        "--data",
+        f"pairwise:{tmp_path / 'pairs.jsonl'}",
+        "--method",
+        "meet-prompt",
+        "--model",
+        "tiny",
+        "--soft-prompt-length",
+        "2",
+        "--output",
+        str(out),
+        "--batch-size",
+        "8",
+        "--micro-batch-size",
+        str(micro),
+        "--epochs",
+        "2",
+        "--max-length",
+        "96",
+        "--eval-fraction",
+        "0.25",
+        "--save-steps",
+        "100",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
@@ -45,8 +65,19 @@ def train(tmp_path: Path, name: str, launcher: list[str], micro: int) -> dict:
 def test_two_cpu_processes_match_one(tmp_path):
     write_pairs(tmp_path / "pairs.jsonl")
     single = train(tmp_path, "single", [sys.executable], micro=4)
-    launcher = [str(ACCELERATE), "launch", "--cpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launcher = [
+        str(ACCELERATE),
+        "launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     double = train(tmp_path, "ddp", launcher, micro=4)
     assert single["train_examples"] == double["train_examples"]
     steps = single["stages"]["second"]["log_history"][-1]["step"]

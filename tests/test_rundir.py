@@ -157,3 +157,37 @@ def test_control_files_and_run_info(trained):
 def test_load_run_rejects_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(RunError, match="not a run directory"):
         load_run(tmp_path)
+
+
+def test_a_relative_model_folder_is_recorded_absolute(tmp_path, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tiny_model_dir.parent)
+    config = TrainConfig(data="d", output="o", model=tiny_model_dir.name)
+    assert config.model == str(tiny_model_dir.resolve())
+    assert TrainConfig(model="tiny").model == "tiny"
+    assert TrainConfig(model="org/not-a-local-folder").model == "org/not-a-local-folder"
+
+
+def test_save_run_moves_run_yaml_last(trained, tmp_path, monkeypatch):
+    """A crash while a run directory is being replaced leaves no run.yaml, so load_run
+    refuses the half-moved directory instead of mixing old and new files."""
+    from ctrlalign import rundir
+
+    run_dir, model, tok = trained["lora-first"]
+    target = tmp_path / "copy"
+    rundir.save_run(target, model, tok, read_run_info(run_dir), {}, save_lm=False)
+    real_replace = Path.replace
+
+    def replace(self, dest):
+        if Path(dest).name == "control":
+            raise OSError("disk full")
+        return real_replace(self, dest)
+
+    monkeypatch.setattr(Path, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        rundir.save_run(target, model, tok, read_run_info(run_dir), {}, save_lm=False)
+    assert not (target / "run.yaml").exists()
+    with pytest.raises(RunError, match="not a run directory"):
+        load_run(target)
+    monkeypatch.setattr(Path, "replace", real_replace)
+    rundir.save_run(target, model, tok, read_run_info(run_dir), {}, save_lm=False)
+    assert read_run_info(target)["method"] == "meet-lora"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ctrlalign.models import portable_spec
+
 #: method -> (control kind or None, default stages)
 METHODS: dict[str, tuple[str | None, str]] = {
     "coh": ("prompt", "second"),
@@ -72,6 +74,9 @@ class TrainConfig:
     use_lora: bool = False
     #: CLM: train the identity layer with ``dpo`` (the paper) or the conditional LM loss ``lm``
     clm_loss: str = "dpo"
+
+    def __post_init__(self) -> None:
+        self.model = portable_spec(self.model)
 
     @property
     def control_kind(self) -> str | None:
