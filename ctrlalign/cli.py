@@ -17,6 +17,7 @@ from pathlib import Path
 from ctrlalign.data.records import DataError
 
 HELP = {
+    "max_eval_examples": "held-out examples scored for eval_loss (default 256)",
     "data": "KIND:PATH, e.g. hh-rlhf:data.jsonl.gz, pairwise:x.jsonl, scores:x.jsonl, hf:ID",
     "output": "run directory to create (or resume)",
     "method": "coh, special-token, meet-prompt, meet-lora, meet-token, sft, dpo, clm",

@@ -6,6 +6,8 @@ parameter before and after each stage.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -117,3 +119,27 @@ def test_gradient_accumulation_equals_one_big_batch(
     assert step > 1e-2
     # a wrong normalisation (per micro-batch mean, or / accumulation steps) is off by x2-x4
     assert (results[1] - results[4]).norm() < 1e-3 * step
+
+
+def test_eval_loss_scores_at_most_max_eval_examples(
+    train_config, pairwise_file, tmp_path, monkeypatch, one_thread
+):
+    scored = []
+    real = meet.mean_response_nll
+
+    def counting(model, examples, pad_id):
+        scored.append(len(examples))
+        return real(model, examples, pad_id)
+
+    monkeypatch.setattr(meet, "mean_response_nll", counting)
+    config = train_config(
+        f"pairwise:{pairwise_file}",
+        tmp_path / "run",
+        "coh",
+        eval_fraction=0.5,
+        max_eval_examples=3,
+    )
+    metrics = json.loads((meet.train(config) / "metrics.json").read_text())
+    assert metrics["eval_examples"] > 3
+    assert scored == [3]
+    assert metrics["eval_loss"] > 0

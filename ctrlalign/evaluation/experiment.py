@@ -123,11 +123,12 @@ def eval_options(spec: dict) -> EvalOptions:
 
 
 def _differences(stored: dict, wanted: dict) -> list[str]:
-    """Settings that differ; None asks the recipe to decide (all preferences), so it matches."""
+    """Settings that differ; None asks the recipe to decide (all preferences), so it matches,
+    and a key the run does not record is a setting added after it was trained."""
     return [
-        f"{key}: trained with {stored.get(key)!r}, asked for {value!r}"
+        f"{key}: trained with {stored[key]!r}, asked for {value!r}"
         for key, value in wanted.items()
-        if key != "output" and value is not None and stored.get(key) != value
+        if key != "output" and value is not None and key in stored and stored[key] != value
     ]
 
 

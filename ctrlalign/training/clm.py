@@ -58,7 +58,8 @@ def fit_lm(
         Collator(tokenizer.pad_token_id),
     )
     if eval_enc.examples:
-        metrics["eval_loss"] = mean_response_nll(model, eval_enc.examples, tokenizer.pad_token_id)
+        scored = eval_enc.examples[: config.max_eval_examples]
+        metrics["eval_loss"] = mean_response_nll(model, scored, tokenizer.pad_token_id)
     return metrics
 
 

@@ -57,6 +57,9 @@ class TrainConfig:
     max_steps: int = -1
     max_examples: int | None = None
     eval_fraction: float = 0.05
+    #: held-out examples scored for eval_loss (the first N): a large held-out split is for
+    #: evaluating generations, and scoring all of it would cost more than small trainings
+    max_eval_examples: int = 256
     levels: int = 2
     chosen: str = "good"
     rejected: str = "bad"

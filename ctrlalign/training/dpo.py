@@ -380,6 +380,7 @@ def fit_pairs(
     eval_pairs, eval_dropped = encode_pairs(
         eval_data.records, tokenizer, chosen, rejected, config.max_length
     )
+    eval_pairs = eval_pairs[: config.max_eval_examples]
     if not train_pairs:
         raise ValueError(f"no training pair fits in max_length={config.max_length} tokens")
     log.info(

@@ -136,7 +136,8 @@ def train(config: TrainConfig) -> Path:
             handle.remove()
 
     if eval_enc.examples:
-        metrics["eval_loss"] = mean_response_nll(model, eval_enc.examples, tokenizer.pad_token_id)
+        scored = eval_enc.examples[: config.max_eval_examples]
+        metrics["eval_loss"] = mean_response_nll(model, scored, tokenizer.pad_token_id)
     metrics["seconds"] = round(time.time() - started, 1)
     info = {
         **config.to_dict(),
