@@ -141,6 +141,10 @@ def test_killed_experiment_resumes_without_redoing_finished_cells(tmp_path, monk
     )
     with pytest.raises(ExperimentError, match="lora_rank: trained with 1, asked for 2"):
         run_experiment(changed, out)
+    # nor is the judge: its cached rewards would mix with the new judge's
+    rm_settings = {k: v for k, v in FAST_RM.items() if k != "model"} | {"epochs": 7}
+    with pytest.raises(ExperimentError, match="judge .* other settings .*epochs: trained with"):
+        run_experiment(write_spec(tmp_path, reward_model=rm_settings), out)
 
 
 @pytest.mark.parametrize(

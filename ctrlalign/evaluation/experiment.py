@@ -132,6 +132,21 @@ def _differences(stored: dict, wanted: dict) -> list[str]:
     ]
 
 
+def _check_done_judge(config: RewardModelConfig, output: Path) -> None:
+    """A trained judge is reused only under the same settings: its cached rewards in
+    ``cache/`` are keyed by its folder, so a changed judge would mix old and new rewards."""
+    folder = Path(config.output)
+    if not is_trained(folder):
+        return
+    stored = yaml.safe_load((folder / "train_rm.yaml").read_text())
+    changed = _differences(stored, config.to_dict())
+    if changed:
+        raise ExperimentError(
+            f"the reward-model judge in {folder} was trained with other settings "
+            f"({'; '.join(changed)}); delete it and {output / 'cache'}, or use another --output"
+        )
+
+
 def _check_done_run(name: str, config: TrainConfig) -> bool:
     """True when the run is trained with these settings; an error when with others."""
     folder = Path(config.output)
@@ -202,6 +217,7 @@ def run_experiment(
     uses_trained_rm = f"rm:{output / RM_FOLDER}" in judge_specs
     if uses_trained_rm:
         rm_config.validate()
+        _check_done_judge(rm_config, output)
     _check_before_training(spec, judge_specs, output, options)
     done = {name: _check_done_run(name, config) for name, config in configs.items()}
 
