@@ -123,12 +123,16 @@ def eval_options(spec: dict) -> EvalOptions:
 
 
 def _differences(stored: dict, wanted: dict) -> list[str]:
-    """Settings that differ; None asks the recipe to decide (all preferences), so it matches,
-    and a key the run does not record is a setting added after it was trained."""
+    """Settings that differ. ``preferences: None`` asks for all the data has, and the run
+    records the ones it found, so it matches; a key the run does not record is a setting
+    added after it was trained."""
     return [
         f"{key}: trained with {stored[key]!r}, asked for {value!r}"
         for key, value in wanted.items()
-        if key != "output" and value is not None and key in stored and stored[key] != value
+        if key != "output"
+        and key in stored
+        and stored[key] != value
+        and not (key == "preferences" and value is None)
     ]
 
 
