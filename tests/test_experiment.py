@@ -181,3 +181,28 @@ def test_shipped_experiments_are_valid(name, tmp_path):
         assert spec["baseline"] in configs
         experiment.eval_options(spec)
         experiment.reward_model_config(spec, tmp_path).validate()
+
+
+def test_only_real_setting_changes_block_reuse():
+    """What the data resolved (all preferences; no chosen/rejected pair) and settings added
+    after a run was trained are not differences; asking for all records instead of 512 is."""
+    stored = {
+        "preferences": ["concise", "detailed"],
+        "chosen": None,
+        "rejected": None,
+        "max_examples": 512,
+        "lora_rank": 2,
+        "output": "/elsewhere",
+    }
+    wanted = {
+        "preferences": None,
+        "chosen": "good",
+        "rejected": "bad",
+        "max_examples": None,
+        "lora_rank": 2,
+        "max_eval_examples": 256,
+        "output": "runs/x",
+    }
+    assert experiment._differences(stored, wanted) == [
+        "max_examples: trained with 512, asked for None"
+    ]

@@ -123,17 +123,23 @@ def eval_options(spec: dict) -> EvalOptions:
 
 
 def _differences(stored: dict, wanted: dict) -> list[str]:
-    """Settings that differ. ``preferences: None`` asks for all the data has, and the run
-    records the ones it found, so it matches; a key the run does not record is a setting
-    added after it was trained."""
+    """Settings that differ; a key the run does not record is a setting added after it was
+    trained, so it matches."""
     return [
         f"{key}: trained with {stored[key]!r}, asked for {value!r}"
         for key, value in wanted.items()
-        if key != "output"
-        and key in stored
-        and stored[key] != value
-        and not (key == "preferences" and value is None)
+        if key != "output" and key in stored and not _same(key, stored[key], value)
     ]
+
+
+def _same(key: str, stored: object, wanted: object) -> bool:
+    """Runs record what the data resolved: ``preferences: None`` asks for all the data has,
+    and data without the chosen/rejected pair records them as None."""
+    if key == "preferences" and wanted is None:
+        return True
+    if key in ("chosen", "rejected") and stored is None:
+        return True
+    return stored == wanted
 
 
 def _check_done_judge(config: RewardModelConfig, output: Path) -> None:
