@@ -27,6 +27,8 @@ bench: $(STAMP)
 	$(PY) bench/train_throughput.py
 	$(PY) bench/dpo_throughput.py
 	$(PY) bench/alpha_generation.py
+	$(PY) bench/serve_throughput.py
+	$(PY) bench/serve_throughput.py --control soft-prompt --output bench/results/serve_throughput_soft_prompt.json
 
 clean:
 	rm -rf $(VENV)
