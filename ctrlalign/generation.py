@@ -119,21 +119,18 @@ def _pick(logits: torch.Tensor, config: GenerationConfig, generator: torch.Gener
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _mixes_adapters(model: ControlledLM, rows: Sequence[Row]) -> bool:
-    """Whether a LoRA batch needs PEFT's per-row ``adapter_names``: that path costs about
-    twice a plain forward on CPU, so a batch of one preference (the common case, e.g.
-    evaluating one run) activates its adapter instead."""
-    if model.control is None or not model.control.per_preference_weights:
-        return False
-    return len({s.preference for row in rows for s in row.streams}) > 1
-
-
-def _adapter_for(model: ControlledLM, rows: Sequence[Row]) -> contextlib.AbstractContextManager:
+def _adapters_for(model: ControlledLM, rows: Sequence[Row]) -> contextlib.AbstractContextManager:
+    """Route each LoRA stream through its preference's adapter: one adapter for the whole
+    batch when the rows share a preference (the common case, e.g. evaluating one run; a
+    plain forward), per-row adapters otherwise."""
     if model.control is None or not model.control.per_preference_weights:
         return contextlib.nullcontext()
-    if _mixes_adapters(model, rows) or rows[0].streams[0].preference is None:
-        return contextlib.nullcontext()
-    return model.control.use(rows[0].streams[0].preference)
+    prefs = [s.preference for row in rows for s in row.streams]
+    if None in prefs:
+        return contextlib.nullcontext()  # _stream_example names the problem
+    if len(set(prefs)) == 1:
+        return model.control.use(prefs[0])
+    return model.control.per_row(prefs)
 
 
 @torch.no_grad()
@@ -144,20 +141,18 @@ def _generate_batch(
     config: GenerationConfig,
     generator: torch.Generator,
 ) -> list[list[int]]:
-    examples, owner, weights, adapters = [], [], [], []
+    examples, owner, weights = [], [], []
     for i, row in enumerate(rows):
         for stream, weight in zip(row.streams, row.weights, strict=True):
             examples.append(_stream_example(model, tokenizer, row.messages, stream))
             owner.append(i)
             weights.append(weight)
-            adapters.append(stream.preference)
     device = next(model.parameters()).device
     batch = {
         k: v.to(device) for k, v in collate(examples, tokenizer.pad_token_id, left=True).items()
     }
     owner_t = torch.tensor(owner, device=device)
     weight_t = torch.tensor(weights, device=device).unsqueeze(-1)
-    extra = {"adapter_names": adapters} if _mixes_adapters(model, rows) else {}
     suppressed = model.control.suppressed_token_ids() if model.control is not None else []
     stop = torch.tensor(config.stop_ids or [tokenizer.eos_token_id], device=device)
 
@@ -179,7 +174,6 @@ def _generate_batch(
                 past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
-                **extra,
             )
             .logits[:, -1]
             .float()
@@ -217,7 +211,7 @@ def generate_ids(
     starts = range(0, len(rows), config.batch_size)
     for start in tqdm(starts, desc="generating", disable=not progress):
         batch = rows[start : start + config.batch_size]
-        with model.aligned_rows(_alignment(batch)), _adapter_for(model, batch):
+        with model.aligned_rows(_alignment(batch)), _adapters_for(model, batch):
             out += _generate_batch(model, tokenizer, batch, config, generator)
     return out
 

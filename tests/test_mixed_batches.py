@@ -89,3 +89,21 @@ def test_mixed_batch_generates_what_one_by_one_does(kind, controlled):
     order = list(reversed(range(len(rows))))
     again = generate_rows(model, tok, [rows[i] for i in order], config)
     assert [again[order.index(i)] for i in range(len(rows))] == mixed
+
+
+def test_lora_per_row_matches_peft_adapter_names(controlled, one_thread):
+    """Our per-row LoRA routing against PEFT's own mixed-batch forward, on the same batch."""
+    model, _ = controlled("lora", lora_random=True)
+    model.eval()
+    ids = torch.randint(0, 1000, (4, 7), generator=torch.Generator().manual_seed(0))
+    prefs = ["good", "bad", "bad", "good"]
+    with torch.no_grad():
+        reference = model.lm(input_ids=ids, adapter_names=prefs).logits
+        with model.control.per_row(prefs):
+            ours = model.lm(input_ids=ids).logits
+        with model.control.use("good"):
+            good = model.lm(input_ids=ids).logits
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ours[1], good[1])  # row 1 really went through "bad"
+    torch.testing.assert_close(ours[0], good[0], rtol=1e-5, atol=1e-5)
+    assert not any("forward" in vars(m) for m in model.lm.modules())  # unpatched after

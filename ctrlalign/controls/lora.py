@@ -2,16 +2,19 @@
 
 PEFT refuses per-row adapters (``adapter_names``) in training mode, so training runs one
 forward per preference present in the batch (exactly the same loss and gradients as a
-mixed forward); generation uses PEFT's per-row ``adapter_names``.
+mixed forward). Generation mixes adapters per row with ``per_row``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.tuners.lora import Linear as LoraLinear
 from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -62,6 +65,29 @@ class LoraControl(Control):
             p.requires_grad_(trainable[id(p)])
         yield
 
+    @contextlib.contextmanager
+    def per_row(self, preferences: Sequence[str]) -> Iterator[None]:
+        """Batch row i goes through the adapter of ``preferences[i]`` (inference only).
+
+        PEFT's ``adapter_names`` does the same, but at every forward (every generated token)
+        it registers a hook on each LoRA module and rebuilds each adapter's row list in
+        Python; here the row masks are built once per batch.
+        """
+        first = next(self.peft.parameters())
+        owners = torch.tensor([self.index(p) for p in preferences], device=first.device)
+        masks = {
+            pref: (owners == self.index(pref)).to(first.dtype).view(-1, 1, 1)
+            for pref in dict.fromkeys(preferences)
+        }
+        patched = [m for m in self.peft.modules() if isinstance(m, LoraLinear)]
+        for module in patched:
+            module.forward = partial(_per_row_forward, module, masks)
+        try:
+            yield
+        finally:
+            for module in patched:
+                del module.forward
+
     def first_stage_parameters(self, lm: PreTrainedModel) -> list[nn.Parameter]:
         return self.adapter_parameters()
 
@@ -73,3 +99,16 @@ class LoraControl(Control):
         for pref in self.preferences:
             weights = load_file(str(directory / "lora" / pref / "adapter_model.safetensors"))
             set_peft_model_state_dict(self.peft, weights, adapter_name=pref)
+
+
+def _per_row_forward(
+    module: LoraLinear, masks: dict[str, torch.Tensor], x: torch.Tensor, *args, **kwargs
+) -> torch.Tensor:
+    """A LoRA linear layer with each adapter added to its own rows only (no dropout: eval).
+    Each adapter runs on every row and a 0/1 row mask keeps its share: at LoRA ranks the
+    extra products cost less than gathering and scattering rows."""
+    result = module.base_layer(x, *args, **kwargs)
+    for pref, mask in masks.items():
+        delta = module.lora_B[pref](module.lora_A[pref](x.to(module.lora_A[pref].weight.dtype)))
+        result = result + (delta * (module.scaling[pref] * mask)).to(result.dtype)
+    return result
