@@ -4,6 +4,9 @@ max_tokens are batched together and answered exactly as one-by-one generation wo
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -19,7 +22,7 @@ from ctrlalign.controlled_lm import ControlledLM
 from ctrlalign.controls import build_control
 from ctrlalign.generation import GenerationConfig, Row, alpha_row, generate_ids, generate_rows
 from ctrlalign.models import load_model
-from ctrlalign.rundir import Run
+from ctrlalign.rundir import Run, save_run
 from ctrlalign.serving import Service, make_server
 
 PROMPTS = ["What is two plus two?", "Hi!", "Tell me about dogs."]
@@ -63,7 +66,12 @@ def meet_server():
     lm = control.attach(lm, tok)
     big_init(lm, std=0.3, seed=1)
     model = ControlledLM(lm, control)
-    info = {"method": "meet-lora", "control": "lora", "preferences": ["good", "bad"]}
+    info = {
+        "method": "meet-lora",
+        "control": "lora",
+        "preferences": ["good", "bad"],
+        "lora_rank": 2,
+    }
     run = Run(model, tok, {**info, "chosen": "good"})
     service, server, url = start(run, wait_s=0.5)
     yield run, service, url
@@ -198,3 +206,34 @@ def test_a_failed_batch_is_reported_and_the_server_goes_on(meet_server, monkeypa
     monkeypatch.undo()
     status, reply = call(url, "/v1/chat/completions", chat(PROMPTS[0], max_tokens=4))
     assert status == 200 and reply["usage"]["completion_tokens"] <= 4
+
+
+def test_cli_serves_a_run_directory(meet_server, tmp_path):
+    """`ctrlalign serve` in its own process, on a free port it reports, from a saved run."""
+    run, _, _ = meet_server
+    save_run(tmp_path / "run", run.model, run.tokenizer, run.info, {}, save_lm=True)
+    cmd = [sys.executable, "-m", "ctrlalign.cli", "serve", "--run", str(tmp_path / "run")]
+    bad = subprocess.run([*cmd, "--max-batch-size", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--max-batch-size" in bad.stderr
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*cmd, "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving run on http://127.0.0.1:"), line
+        url = line.split()[3].removesuffix("/v1")
+        assert call(url, "/health") == (200, {"status": "ok"})
+        status, reply = call(url, "/v1/chat/completions", chat(PROMPTS[0], max_tokens=4))
+        assert status == 200 and reply["model"] == "run"
+        expected = generate_rows(
+            run.model, run.tokenizer, [alpha_row(PROMPTS[0], 1.0, "good")], GenerationConfig(4)
+        )[0]
+        assert reply["choices"][0]["message"]["content"] == expected
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
