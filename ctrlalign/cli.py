@@ -104,7 +104,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from ctrlalign.alpha import check_dial, dial_rows
     from ctrlalign.generation import GenerationConfig, generate, generate_rows
     from ctrlalign.io import read_prompts, write_jsonl
-    from ctrlalign.rundir import load_run, read_run_info
+    from ctrlalign.rundir import default_preference, load_run, read_run_info
 
     if not args.prompt and not args.prompts:
         raise DataError("nothing to answer: pass --prompt TEXT or --prompts FILE.jsonl")
@@ -115,8 +115,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     check_dial(info, args.alpha, args.preference, args.against)
     dial = args.alpha is not None or info.get("clm") or any("alpha" in r for r in rows)
     run = load_run(args.run)
-    if args.preference is None and run.model.control is not None:
-        args.preference = run.info.get("chosen") or run.preferences[0]
+    if args.preference is None:
+        args.preference = default_preference(run.info)
     for row in rows:
         row.setdefault("preference", args.preference)
         if row["preference"] is not None and run.model.control is not None:
@@ -157,7 +157,7 @@ def cmd_alpha_sweep(args: argparse.Namespace) -> int:
     from ctrlalign import alpha as dial
     from ctrlalign.generation import GenerationConfig
     from ctrlalign.io import read_prompts
-    from ctrlalign.rundir import load_run, read_run_info
+    from ctrlalign.rundir import default_preference, load_run, read_run_info
 
     if not args.prompt and not args.prompts:
         raise DataError("nothing to answer: pass --prompt TEXT or --prompts FILE.jsonl")
@@ -165,9 +165,7 @@ def cmd_alpha_sweep(args: argparse.Namespace) -> int:
     if args.prompts:
         prompts += [r["prompt"] for r in read_prompts(args.prompts)]
     info = read_run_info(args.run)
-    preference = args.preference
-    if not info.get("clm") and info.get("control") and preference is None:
-        preference = info.get("chosen") or info["preferences"][0]
+    preference = args.preference if args.preference is not None else default_preference(info)
     dial.check_dial(info, args.alphas[0], preference, args.against)
     judge = dial.load_judge(args.judge)
     run = load_run(args.run)

@@ -98,6 +98,14 @@ def save_run(
     return directory
 
 
+def default_preference(info: dict) -> str | None:
+    """The control a run answers under when none is asked for: its chosen one (CoH's
+    "A good ..." prompt), else its first; None for a run without controls."""
+    if not info.get("control"):
+        return None
+    return info.get("chosen") or info["preferences"][0]
+
+
 def read_run_info(directory: str | Path) -> dict:
     path = Path(directory) / RUN_FILE
     if not path.is_file():

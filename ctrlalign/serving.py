@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ctrlalign.alpha import check_dial, parse_alpha
 from ctrlalign.generation import GenerationConfig, Row, alpha_row, decode, generate_ids
-from ctrlalign.rundir import Run
+from ctrlalign.rundir import Run, default_preference
 from ctrlalign.training.batching import prompt_ids
 
 log = logging.getLogger(__name__)
@@ -168,13 +168,7 @@ class Service:
         self.run = run
         self.name = name
         self.max_new_tokens = max_new_tokens
-        control = run.model.control
-        self.default_preference = None
-        if control is not None:
-            chosen = run.info.get("chosen")
-            self.default_preference = (
-                chosen if chosen in control.preferences else run.preferences[0]
-            )
+        self.default_preference = default_preference(run.info)
         self.batcher = Batcher(run, max_batch_size, batch_wait_s)
 
     def models(self) -> dict:
@@ -242,10 +236,8 @@ class Service:
                     control.index(value)
                 except ValueError as err:
                     raise RequestError(str(err), name) from None
-        if self.run.info.get("clm") or against is not None:
-            row = alpha_row(messages, 1.0 if alpha is None else alpha, preference, against)
-        else:
-            row = alpha_row(messages, 1.0, preference)
+        # check_dial allows alpha only on a CLM run or with `against`; unset, it is 1 (aligned)
+        row = alpha_row(messages, 1.0 if alpha is None else alpha, preference, against)
         row = Row(row.messages, row.streams, row.weights, limit)
         return Job(row, (temperature, top_p, seed))
 

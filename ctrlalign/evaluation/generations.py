@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ctrlalign.data import Record
 from ctrlalign.generation import GenerationConfig, generate
-from ctrlalign.rundir import RUN_FILE, Run, load_run, read_run_info
+from ctrlalign.rundir import RUN_FILE, Run, default_preference, load_run, read_run_info
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,7 @@ class RunRef:
 
     @property
     def preference(self) -> str | None:
-        """The control a run answers under: its preferred one (CoH's "A good ..." prompt)."""
-        if not self.info.get("control"):
-            return None
-        return self.info.get("chosen") or self.info["preferences"][0]
+        return default_preference(self.info)
 
 
 @dataclass(frozen=True)
