@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
-from common import HH_TEST, REPO, environment, require_file, write_json_atomic
+from common import HH_TEST, REPO, require_file, run_header, write_json_atomic
 
 RESULTS = REPO / "bench" / "results" / "alpha_generation.json"
 TARGETS = {"0.5": 2.1, "0": 1.05, "1": 1.05}  # seconds relative to plain, at most
@@ -107,12 +106,8 @@ def main() -> None:
             f"alpha {n}: {entry[n]['relative_to_plain']:.3f}x" for n in TARGETS
         ), flush=True)  # fmt: skip
     out = {
-        "benchmark": "alpha_generation",
-        "command": "python bench/alpha_generation.py " + " ".join(sys.argv[1:]),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "wall_seconds": round(time.time() - started, 1),
+        **run_header("alpha_generation", started),
         "load_average_1min_before": round(load_before, 2),
-        "environment": environment(),
         "setup": {
             "model": args.model,
             "layers": f"{base.config.num_hidden_layers} (+1 CLM layer in the CLM run)",

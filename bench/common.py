@@ -266,6 +266,20 @@ def environment() -> dict:
     }
 
 
+def run_header(benchmark: str, started: float) -> dict:
+    """What every results file opens with: the script, the command that reproduces it (under
+    ``nice`` when it ran niced), when, how long it took since ``started``, and on what."""
+    nice = ["nice", "-n", str(os.nice(0))] if os.nice(0) else []
+    command = [*nice, ".venv/bin/python", f"bench/{benchmark}.py", *sys.argv[1:]]
+    return {
+        "benchmark": benchmark,
+        "command": " ".join(command),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_seconds": round(time.time() - started, 1),
+        "environment": environment(),
+    }
+
+
 def run_worker(script: Path, name: str, argv: list[str], timeout: float | None = None) -> dict:
     """Run ``script --worker NAME ARGV`` in a fresh process and return the JSON it writes."""
     fd, out = tempfile.mkstemp(prefix=f"bench-{name}.", suffix=".json")

@@ -37,8 +37,8 @@ from common import (
     REPO,
     BatchCount,
     StepMeter,
-    environment,
     require_file,
+    run_header,
     run_worker,
     write_json_atomic,
 )
@@ -279,11 +279,7 @@ def main() -> None:
             f"[bench] note: token counts differ ({ours['timed_tokens']} vs {trl['timed_tokens']})"
         )
     results = {
-        "benchmark": "dpo_throughput",
-        "command": "python bench/dpo_throughput.py " + " ".join(sys.argv[1:]),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "wall_seconds": round(time.time() - started, 1),
-        "environment": environment(),
+        **run_header("dpo_throughput", started),
         "setup": {
             "model": args.model,
             "data": str(args.data),

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from common import HH_TEST, REPO, environment, require_file, write_json_atomic
+from common import HH_TEST, REPO, require_file, run_header, write_json_atomic
 
 RESULTS = REPO / "bench" / "results" / "serve_throughput.json"
 
@@ -117,12 +117,8 @@ def main() -> None:
         sys.exit("batched answers differ from one-at-a-time answers: the comparison is void")
     best = {name: min(rs, key=lambda r: r["seconds"]) for name, rs in runs.items()}
     out = {
-        "benchmark": "serve_throughput",
-        "command": "python bench/serve_throughput.py " + " ".join(sys.argv[1:]),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "wall_seconds": round(time.time() - started, 1),
+        **run_header("serve_throughput", started),
         "load_average_1min_before": round(load_before, 2),
-        "environment": environment(),
         "setup": {
             "model": args.model,
             "control": args.control,

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -41,9 +40,9 @@ from common import (
     HH_TEST,
     REPO,
     StepMeter,
-    environment,
     instrument,
     require_file,
+    run_header,
     run_worker,
     wait_for_quiet,
     write_json_atomic,
@@ -423,14 +422,7 @@ def main() -> None:
             for r in tries
         ]
     results = {
-        "benchmark": "train_throughput",
-        "command": " ".join(
-            [*(["nice", "-n", str(os.nice(0))] if os.nice(0) else []), ".venv/bin/python"]
-            + ["bench/train_throughput.py", *sys.argv[1:]]
-        ),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "wall_seconds": round(time.time() - started, 1),
-        "environment": environment(),
+        **run_header("train_throughput", started),
         "setup": {
             "model": args.model,
             "data": str(args.data),
