@@ -25,6 +25,8 @@ from transformers import (
 )
 
 DEFAULT_MODEL = "smollm2"
+#: specs that name no folder or hub id (``tiny`` uses the default model's tokenizer)
+BUILTIN_SPECS = ("smollm2", "tiny")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -87,13 +89,13 @@ def smollm2_dir() -> Path:
 def portable_spec(spec: str) -> str:
     """A local folder as an absolute path: a run records its base model's spec, and a
     relative one would resolve only from the directory training ran in."""
-    if spec in ("smollm2", "tiny") or not Path(spec).expanduser().is_dir():
+    if spec in BUILTIN_SPECS or not Path(spec).expanduser().is_dir():
         return spec
     return str(Path(spec).expanduser().resolve())
 
 
 def load_tokenizer(spec: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
-    path = smollm2_dir() if spec in ("smollm2", "tiny") else spec
+    path = smollm2_dir() if spec in BUILTIN_SPECS else spec
     if str(path).startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
         # otherwise transformers reports it as a malformed Hub id (an OSError the CLI misses)
         raise FileNotFoundError(f"model {spec!r}: no such folder")
