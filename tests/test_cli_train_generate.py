@@ -198,6 +198,10 @@ def test_train_errors_are_clear_and_write_nothing(tmp_path, pairwise_file, tiny_
     assert "first step" in err
     assert not out.exists()
 
+    err = run_cli(["train", *data, "--max-eval-examples", "0"], capsys)
+    assert "--max-eval-examples must be >= 1, got 0" in err
+    assert not out.exists()
+
 
 def test_generate_errors_are_clear_and_write_nothing(soft_run, tmp_path, prompts_file, capsys):
     run = str(soft_run / "run")

@@ -99,6 +99,8 @@ class TrainConfig:
             raise ValueError("no training data: pass --data KIND:PATH")
         if not self.output:
             raise ValueError("no run directory: pass --output DIR")
+        if self.max_eval_examples < 1:
+            raise ValueError(f"--max-eval-examples must be >= 1, got {self.max_eval_examples}")
         if self.batch_size % self.micro_batch_size:
             raise ValueError(
                 f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
