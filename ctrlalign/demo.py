@@ -14,8 +14,8 @@ import textwrap
 from pathlib import Path
 
 from ctrlalign.data import load_preference_data, split_records
-from ctrlalign.generation import GenerationConfig, generate
-from ctrlalign.rundir import RUN_FILE, load_run
+from ctrlalign.inference.generation import GenerationConfig, generate
+from ctrlalign.model.rundir import RUN_FILE, load_run
 from ctrlalign.training import TrainConfig, train_any
 
 DEMO_DATA = Path(__file__).parent / "demo_data" / "concise_detailed.jsonl"

@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from ctrlalign.controlled_lm import ControlledLM
-from ctrlalign.controls import build_control
-from ctrlalign.models import load_model
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.controls import build_control
+from ctrlalign.model.loading import load_model
 from ctrlalign.training.config import TrainConfig
 
 PAIRS = [

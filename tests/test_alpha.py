@@ -7,13 +7,13 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from ctrlalign.alpha import distinct_n
 from ctrlalign.cli import main
-from ctrlalign.clm import insert_identity_layer
-from ctrlalign.controlled_lm import ControlledLM
-from ctrlalign.generation import GenerationConfig, alpha_row, generate, generate_rows
-from ctrlalign.models import load_model
-from ctrlalign.rundir import save_run
+from ctrlalign.evaluation.sweep import distinct_n
+from ctrlalign.inference.generation import GenerationConfig, alpha_row, generate, generate_rows
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.identity_layer import insert_identity_layer
+from ctrlalign.model.loading import load_model
+from ctrlalign.model.rundir import save_run
 
 PROMPTS = ["What is two plus two?", "Hi!"]
 
@@ -34,7 +34,7 @@ def runs(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def coh_run(runs, tiny_model_dir):
-    from ctrlalign.controls import build_control
+    from ctrlalign.model.controls import build_control
 
     lm, tok = load_model(str(tiny_model_dir))
     control = build_control("prompt", ["good", "bad"])

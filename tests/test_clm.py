@@ -7,13 +7,17 @@ import pytest
 import torch
 
 from ctrlalign.cli import main
-from ctrlalign.clm import insert_identity_layer, load_identity_layer, save_identity_layer
-from ctrlalign.controlled_lm import ControlledLM
-from ctrlalign.generation import GenerationConfig, alpha_row, generate_rows
-from ctrlalign.models import load_model
-from ctrlalign.rundir import load_run, read_run_info
-from ctrlalign.training.clm import fit_lm
-from ctrlalign.training.dpo import fit_pairs, load_pairwise
+from ctrlalign.inference.generation import GenerationConfig, alpha_row, generate_rows
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.identity_layer import (
+    insert_identity_layer,
+    load_identity_layer,
+    save_identity_layer,
+)
+from ctrlalign.model.loading import load_model
+from ctrlalign.model.rundir import load_run, read_run_info
+from ctrlalign.training.preference import fit_pairs
+from ctrlalign.training.stage import fit_conditional, load_splits
 
 PROMPTS = ["What is two plus two?", "Hi!", "Tell me a long story about a dog and a cat."]
 
@@ -82,9 +86,14 @@ def test_training_changes_only_the_new_layer(train_config, pairwise_file, tmp_pa
     lm, tokenizer = load_model(config.model)
     layer = insert_identity_layer(lm)
     before = {n: p.detach().clone() for n, p in lm.named_parameters()}
-    train_data, eval_data = load_pairwise(config)
-    fit = fit_pairs if clm_loss == "dpo" else fit_lm
-    fit(config, ControlledLM(lm), tokenizer, list(layer.parameters()), train_data, eval_data)
+    train_data, eval_data = load_splits(config)
+    params = list(layer.parameters())
+    if clm_loss == "dpo":
+        fit_pairs(config, ControlledLM(lm), tokenizer, params, train_data, eval_data)
+    else:
+        fit_conditional(
+            config, ControlledLM(lm), tokenizer, train_data, eval_data, lambda stage: (params, [])
+        )
     layer_names = {f"model.layers.0.{n}" for n, _ in layer.named_parameters()}
     changed = {n for n, p in lm.named_parameters() if not torch.equal(p, before[n])}
     assert changed, "nothing trained"

@@ -7,15 +7,16 @@ parameter before and after each stage.
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
 
 from ctrlalign.data import load_preference_data
-from ctrlalign.training import meet
-from ctrlalign.training.batching import Collator, ExampleDataset, encode_records
-from ctrlalign.training.trainer import run_stage as real_run_stage
-from ctrlalign.training.trainer import training_arguments
+from ctrlalign.model.layout import collate, encode_records
+from ctrlalign.training import meet, stage
+from ctrlalign.training.stage import ConditionalLMObjective, training_arguments
+from ctrlalign.training.stage import run_stage as real_run_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,14 +28,15 @@ def snapshot(model) -> dict[str, torch.Tensor]:
 def train_with_snapshots(monkeypatch, config):
     stages, holder = {}, {}
 
-    def spy(model, params, stage_dir, *args, **kwargs):
+    def spy(objective, params, stage_dir, *args, **kwargs):
+        model = objective.model
         before = snapshot(model)
-        result = real_run_stage(model, params, stage_dir, *args, **kwargs)
+        result = real_run_stage(objective, params, stage_dir, *args, **kwargs)
         stages[stage_dir.name] = (before, snapshot(model))
         holder["model"] = model
         return result
 
-    monkeypatch.setattr(meet, "run_stage", spy)
+    monkeypatch.setattr(stage, "run_stage", spy)
     meet.train(config)
     return stages, holder["model"]
 
@@ -100,19 +102,19 @@ def test_gradient_accumulation_equals_one_big_batch(
     for micro in (4, 1):
         model, tok = controlled("soft-prompt")
         start = model.control.prompts.detach().clone()
-        dataset = ExampleDataset(encode_records(records, tok, model.control, 128).examples)
+        dataset = encode_records(records, tok, model.control, 128).examples
         config = train_config(
             "unused", tmp_path, "meet-prompt", batch_size=4, micro_batch_size=micro
         )
         args = training_arguments(config, tmp_path / f"micro{micro}", lr=1.0, epochs=1)
         args.optim, args.max_grad_norm = "sgd", 0.0
         real_run_stage(
-            model,
+            ConditionalLMObjective(model),
             [model.control.prompts],
             tmp_path / f"micro{micro}",
             args,
             dataset,
-            Collator(tok.pad_token_id),
+            partial(collate, pad_id=tok.pad_token_id),
         )
         results[micro] = model.control.prompts.detach().clone()
     step = (results[4] - start).norm()
@@ -125,13 +127,13 @@ def test_eval_loss_scores_at_most_max_eval_examples(
     train_config, pairwise_file, tmp_path, monkeypatch, one_thread
 ):
     scored = []
-    real = meet.mean_response_nll
+    real = stage.mean_response_nll
 
     def counting(model, examples, pad_id):
         scored.append(len(examples))
         return real(model, examples, pad_id)
 
-    monkeypatch.setattr(meet, "mean_response_nll", counting)
+    monkeypatch.setattr(stage, "mean_response_nll", counting)
     config = train_config(
         f"pairwise:{pairwise_file}",
         tmp_path / "run",

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 
 from ctrlalign.demo import DEMO_DATA
-from ctrlalign.generation import GenerationConfig, generate
-from ctrlalign.models import load_model
-from ctrlalign.rundir import load_run
+from ctrlalign.inference.generation import GenerationConfig, generate
+from ctrlalign.model.loading import load_model
+from ctrlalign.model.rundir import load_run
 from ctrlalign.training import TrainConfig, train_any
 
 

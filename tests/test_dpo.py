@@ -12,24 +12,20 @@ from trl import DPOConfig, DPOTrainer
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from ctrlalign.cli import main
-from ctrlalign.controlled_lm import ControlledLM
-from ctrlalign.models import load_model
-from ctrlalign.rundir import load_run
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.loading import load_model
+from ctrlalign.model.pairs import PAIR_INPUTS, PairExample, collate_pairs, encode_pairs, pair_logps
+from ctrlalign.model.rundir import load_run
 from ctrlalign.training import train_any
-from ctrlalign.training.dpo import (
-    PAIR_INPUTS,
+from ctrlalign.training.objectives import dpo_sigmoid_loss, ipo_loss
+from ctrlalign.training.preference import (
     REFERENCE_FILE,
     DPOObjective,
-    PairExample,
-    collate_pairs,
-    encode_pairs,
-    load_pairwise,
-    pair_logps,
     pairs_fingerprint,
     reference,
     with_reference_logps,
 )
-from ctrlalign.training.losses import dpo_sigmoid_loss, ipo_loss
+from ctrlalign.training.stage import load_splits
 
 
 def random_pairs(n: int = 3, seed: int = 0) -> list[PairExample]:
@@ -183,7 +179,7 @@ def test_dpo_step_moves_policy_and_leaves_reference_untouched(
     run = load_run(run_dir)
     base, tokenizer = load_model(config.model)
     pad = tokenizer.pad_token_id
-    train_data, _ = load_pairwise(config)
+    train_data, _ = load_splits(config)
     pairs, _ = encode_pairs(train_data.records, tokenizer, "good", "bad", config.max_length)
     batch = collate_pairs(pairs, pad)
     inputs = [batch[k] for k in PAIR_INPUTS]

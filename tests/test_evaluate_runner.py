@@ -16,7 +16,7 @@ from tiny_setup import FAST_RM, FAST_TRAIN, write_eval_prompts, write_pairs
 from ctrlalign.cli import main
 from ctrlalign.evaluation import generations
 from ctrlalign.evaluation.runner import EvalOptions, EvaluationSetupError, evaluate, prepare
-from ctrlalign.rundir import RunError
+from ctrlalign.model.rundir import RunError
 from ctrlalign.training import TrainConfig, train_any
 from ctrlalign.training.reward_model import RewardModelConfig, train_reward_model
 

@@ -14,7 +14,7 @@ import pytest
 from openai_server import SUMMARY_ANSWERS as _SUMMARY_ANSWERS
 from openai_server import StubServer, closed_port_url
 
-from ctrlalign.evaluation.llm_judge import (
+from ctrlalign.evaluation.judges.llm import (
     DIALOGUE_SYSTEM_PROMPT,
     SUMMARY_PROMPT,
     JudgeUnreachableError,

@@ -18,7 +18,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from ctrlalign.evaluation.rm_judge import RewardModelJudge
+from ctrlalign.evaluation.judges.rm import RewardModelJudge
 from ctrlalign.evaluation.verdicts import Comparison, reward_verdict
 
 CORPUS = [

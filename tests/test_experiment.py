@@ -13,9 +13,10 @@ import pytest
 import yaml
 from tiny_setup import FAST_RM, FAST_TRAIN, write_eval_prompts, write_pairs
 
-from ctrlalign.evaluation import experiment, generations
-from ctrlalign.evaluation.experiment import ExperimentError, run_experiment
-from ctrlalign.evaluation.rm_judge import RewardModelJudge
+from ctrlalign import experiment
+from ctrlalign.evaluation import generations
+from ctrlalign.evaluation.judges.rm import RewardModelJudge
+from ctrlalign.experiment import ExperimentError, run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

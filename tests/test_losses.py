@@ -6,14 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ctrlalign.controlled_lm import ControlledLM
-from ctrlalign.training.batching import collate, encode
-from ctrlalign.training.losses import (
-    IGNORE_INDEX,
-    conditional_lm_loss,
-    response_logps,
-    sequence_logps,
-)
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.layout import collate, encode
+from ctrlalign.model.logprobs import IGNORE_INDEX, response_logps, sequence_logps
+from ctrlalign.training.objectives import conditional_lm_loss
+from ctrlalign.training.stage import ConditionalLMObjective
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,7 +90,7 @@ def test_loss_matches_hand_computation_and_only_responses_count(kind, controlled
     model.eval()
     examples, batch = batch_for(model, tok)
     with torch.no_grad():
-        loss = model(**batch)["loss"]
+        loss = ConditionalLMObjective(model)(**batch)["loss"]
     expected = hand_loss(kind, model, tok)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     # the large init keeps the loss far from log(vocab): a wrong position would show
@@ -116,16 +113,22 @@ def test_loss_matches_hand_computation_and_only_responses_count(kind, controlled
     with torch.no_grad():
         # another pad id, or any token ids under the padding, change nothing
         other_pad = batch_for(model, tok, pad_id=17)[1]
-        assert model(**other_pad)["loss"].item() == pytest.approx(loss.item(), rel=1e-6)
+        assert ConditionalLMObjective(model)(**other_pad)["loss"].item() == pytest.approx(
+            loss.item(), rel=1e-6
+        )
         noisy = {k: v.clone() for k, v in batch.items()}
         pad = noisy["attention_mask"] == 0
         noisy["input_ids"][pad] = torch.randint(100, 1000, (int(pad.sum()),))
-        assert model(**noisy)["loss"].item() == pytest.approx(loss.item(), rel=1e-6)
+        assert ConditionalLMObjective(model)(**noisy)["loss"].item() == pytest.approx(
+            loss.item(), rel=1e-6
+        )
         # a response target does count (so the checks above can fail)
         changed = {k: v.clone() for k, v in batch.items()}
         row, col = (changed["labels"] != IGNORE_INDEX).nonzero()[0].tolist()
         changed["labels"][row, col] = (changed["labels"][row, col] + 1) % 1000
-        assert model(**changed)["loss"].item() != pytest.approx(loss.item(), rel=1e-6)
+        assert ConditionalLMObjective(model)(**changed)["loss"].item() != pytest.approx(
+            loss.item(), rel=1e-6
+        )
 
 
 def test_response_logps_ignores_non_loss_positions():

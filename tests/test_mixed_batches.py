@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ctrlalign.generation import GenerationConfig, Row, Stream, generate, generate_rows
-from ctrlalign.training.batching import collate, encode
-from ctrlalign.training.losses import IGNORE_INDEX
+from ctrlalign.inference.generation import GenerationConfig, Row, Stream, generate, generate_rows
+from ctrlalign.model.layout import collate, encode
+from ctrlalign.model.logprobs import IGNORE_INDEX
+from ctrlalign.training.stage import ConditionalLMObjective
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,7 +25,7 @@ PROMPTS = ["What is two plus two?", "Tell me about dogs.", "Hi!"]
 
 def loss_and_grads(model, batch):
     model.zero_grad(set_to_none=True)
-    loss = model(**batch)["loss"]
+    loss = ConditionalLMObjective(model)(**batch)["loss"]
     loss.backward()
     grads = {
         n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
@@ -103,7 +104,15 @@ def test_lora_per_row_matches_peft_adapter_names(controlled, one_thread):
             ours = model.lm(input_ids=ids).logits
         with model.control.use("good"):
             good = model.lm(input_ids=ids).logits
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(ours[1], good[1])  # row 1 really went through "bad"
-    torch.testing.assert_close(ours[0], good[0], rtol=1e-5, atol=1e-5)
+    # Both sides compute the same sums in another order (PEFT runs each adapter's rows as a
+    # sub-batch, we run the full batch under a row mask), so BLAS blocks them differently.
+    # A length-K fp32 dot product may be off by about K * eps of the size of its terms; the
+    # longest sums here are over intermediate_size, and the logits bound the terms' scale.
+    # (Measured: 2.3e-6 of the largest logit, about 19 eps; transformers 5.24 went past a
+    # fixed atol of 1e-5 where 5.23 did not.)
+    k = model.lm.config.intermediate_size
+    atol = k * torch.finfo(reference.dtype).eps * reference.abs().max().item()
+    torch.testing.assert_close(ours, reference, rtol=0, atol=atol)
+    assert (ours[1] - good[1]).abs().max() > 100 * atol  # row 1 really went through "bad"
+    torch.testing.assert_close(ours[0], good[0], rtol=0, atol=atol)
     assert not any("forward" in vars(m) for m in model.lm.modules())  # unpatched after

@@ -4,6 +4,7 @@ run ends; a finished stage is loaded, not retrained."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 import torch
@@ -11,11 +12,12 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from ctrlalign.data import load_preference_data
-from ctrlalign.training import meet
-from ctrlalign.training.batching import Collator, ExampleDataset, encode_records
-from ctrlalign.training.trainer import (
+from ctrlalign.model.layout import collate, encode_records
+from ctrlalign.training import meet, stage
+from ctrlalign.training.stage import (
     STAGE_DONE_FILE,
     TRAINABLE_FILE,
+    ConditionalLMObjective,
     ControlTrainer,
     run_stage,
     training_arguments,
@@ -56,7 +58,7 @@ def trainer_with(*callbacks):
 def soft_prompt_setup(controlled, records):
     model, tok = controlled("soft-prompt")
     examples = encode_records(records, tok, model.control, 128).examples
-    return model, ExampleDataset(examples), Collator(tok.pad_token_id)
+    return model, examples, partial(collate, pad_id=tok.pad_token_id)
 
 
 @pytest.fixture
@@ -72,8 +74,15 @@ def test_run_stage_resumes_from_last_checkpoint(controlled, records, tmp_path, t
     def stage(name, trainer_cls=ControlTrainer):
         model, dataset, collator = soft_prompt_setup(controlled, records)
         args = training_arguments(config, tmp_path / name, lr=1e-2, epochs=1)
+        objective = ConditionalLMObjective(model)
         metrics = run_stage(
-            model, [model.control.prompts], tmp_path / name, args, dataset, collator, trainer_cls
+            objective,
+            [model.control.prompts],
+            tmp_path / name,
+            args,
+            dataset,
+            collator,
+            trainer_cls,
         )
         return model, metrics
 
@@ -89,7 +98,7 @@ def test_run_stage_resumes_from_last_checkpoint(controlled, records, tmp_path, t
     assert ckpts == ["checkpoint-2"]  # save_total_limit keeps only the last
     ckpt = tmp_path / "run" / "checkpoint-2"
     assert json.loads((ckpt / "trainer_state.json").read_text())["global_step"] == 2
-    assert set(load_file(str(ckpt / TRAINABLE_FILE))) == {"control.prompts"}
+    assert set(load_file(str(ckpt / TRAINABLE_FILE))) == {"model.control.prompts"}
     assert not (tmp_path / "run" / STAGE_DONE_FILE).exists()
 
     steps = Steps()
@@ -136,7 +145,7 @@ def test_interrupted_meet_run_resumes_with_same_output_dir(
             model, params, stage_dir, args, dataset, collator, trainer_with(*callbacks)
         )
 
-    monkeypatch.setattr(meet, "run_stage", spy)
+    monkeypatch.setattr(stage, "run_stage", spy)
     out = tmp_path / "run"
     interrupt = True
     with pytest.raises(KeyboardInterrupt):

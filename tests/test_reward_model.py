@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from ctrlalign.evaluation.rm_judge import RewardModelJudge
+from ctrlalign.evaluation.judges.rm import RewardModelJudge
 from ctrlalign.evaluation.verdicts import Comparison, Verdict
 from ctrlalign.training.reward_model import (
     RewardModelConfig,

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from ctrlalign.generation import GenerationConfig, generate
-from ctrlalign.rundir import RunError, load_run, read_run_info
-from ctrlalign.training import meet
+from ctrlalign.inference.generation import GenerationConfig, generate
+from ctrlalign.model.rundir import RunError, load_run, read_run_info
+from ctrlalign.training import meet, stage
 from ctrlalign.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def trained(tmp_path_factory, pairwise_file, train_config):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = {}
-    real_save_run = meet.save_run
+    real_save_run = stage.save_run
     try:
         for name, (method, stages, _, _) in RUNS.items():
             captured = {}
@@ -57,7 +57,7 @@ def trained(tmp_path_factory, pairwise_file, train_config):
                 return real_save_run(directory, model, tokenizer, *args, **kwargs)
 
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(meet, "save_run", capture)
+                mp.setattr(stage, "save_run", capture)
                 config: TrainConfig = train_config(
                     f"pairwise:{pairwise_file}",
                     root / name,
@@ -170,7 +170,7 @@ def test_a_relative_model_folder_is_recorded_absolute(tmp_path, tiny_model_dir, 
 def test_save_run_moves_run_yaml_last(trained, tmp_path, monkeypatch):
     """A crash while a run directory is being replaced leaves no run.yaml, so load_run
     refuses the half-moved directory instead of mixing old and new files."""
-    from ctrlalign import rundir
+    from ctrlalign.model import rundir
 
     run_dir, model, tok = trained["lora-first"]
     target = tmp_path / "copy"

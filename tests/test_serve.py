@@ -16,14 +16,20 @@ import pytest
 import torch
 from conftest import big_init
 
-from ctrlalign import serving
-from ctrlalign.clm import insert_identity_layer
-from ctrlalign.controlled_lm import ControlledLM
-from ctrlalign.controls import build_control
-from ctrlalign.generation import GenerationConfig, Row, alpha_row, generate_ids, generate_rows
-from ctrlalign.models import load_model
-from ctrlalign.rundir import Run, save_run
-from ctrlalign.serving import Service, make_server
+from ctrlalign.inference import serving
+from ctrlalign.inference.generation import (
+    GenerationConfig,
+    Row,
+    alpha_row,
+    generate_ids,
+    generate_rows,
+)
+from ctrlalign.inference.serving import Service, make_server
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.controls import build_control
+from ctrlalign.model.identity_layer import insert_identity_layer
+from ctrlalign.model.loading import load_model
+from ctrlalign.model.rundir import Run, save_run
 
 PROMPTS = ["What is two plus two?", "Hi!", "Tell me about dogs."]
 

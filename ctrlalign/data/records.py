@@ -59,3 +59,20 @@ class PreferenceData:
 
     def __len__(self) -> int:
         return len(self.records)
+
+
+_SPEAKERS = {"user": "Human", "assistant": "Assistant", "system": "System"}
+
+
+def judge_prompt(record: Record) -> str:
+    """The prompt as judges (and ``train-rm``) read it: the post, or the whole dialogue.
+
+    A single message (a TL;DR post) is shown as it is. A dialogue keeps every turn, labelled
+    as HH-RLHF writes them, because its last user turn alone ("I'll use some just in case")
+    does not say what a good answer is.
+    """
+    if len(record.messages) == 1:
+        return record.messages[0][1]
+    return "\n\n".join(
+        f"{_SPEAKERS.get(role, role.capitalize())}: {content}" for role, content in record.messages
+    )

@@ -1,16 +1,13 @@
 """Evaluation harness that reproduces the MEET paper's tables (seed 002, section 4.3).
 
-Modules, lightest first, so importing one never drags in torch unless it needs it:
-
 - ``verdicts``: win / tie / lose, the paper's two-order rule and win-rate summaries.
-- ``llm_judge``: the paper's GPT-4 prompts sent to any OpenAI-compatible endpoint.
-- ``rm_judge``: a sequence-classification reward model as judge (DeBERTa in the paper).
+- ``judges``: the ``Judge`` interface and its registry: ``rm:`` reward models, ``llm:``
+  OpenAI-compatible endpoints with the paper's GPT-4 prompts; both cache their decisions.
 - ``rouge``: ROUGE-1/2/L against reference summaries (TL;DR).
-- ``report``: win-rate tables (Markdown, CSV) and delta plots (Figure 3 style).
+- ``report`` and ``report_writer``: win-rate tables (Markdown, CSV) and delta plots.
+- ``eval_data`` (which prompts, as judges read them), ``generations`` (cached answers per
+  run and temperature) and ``runner`` (``ctrlalign evaluate``).
+- ``sweep``: ``alpha-sweep``, reward, length and distinctness against alpha.
 
-Built on them, the commands (``commands``): ``eval_data`` (which prompts, as judges read
-them), ``judges`` (``rm:``/``llm:`` specs, cached), ``generations`` (cached answers per run
-and temperature), ``report_writer`` (the report folder), ``runner`` (``ctrlalign
-evaluate``) and ``experiment`` (``ctrlalign experiment``: train what is missing, then
-evaluate).
+Above it, ``ctrlalign.experiment`` trains what is missing and then evaluates.
 """

@@ -16,22 +16,6 @@ from ctrlalign.data import DataError, Record, load_preference_data, split_record
 
 Turns = tuple[tuple[str, str], ...]
 
-_SPEAKERS = {"user": "Human", "assistant": "Assistant", "system": "System"}
-
-
-def judge_prompt(record: Record) -> str:
-    """The prompt as judges (and ``train-rm``) read it: the post, or the whole dialogue.
-
-    A single message (a TL;DR post) is shown as it is. A dialogue keeps every turn, labelled
-    as HH-RLHF writes them, because its last user turn alone ("I'll use some just in case")
-    does not say what a good answer is.
-    """
-    if len(record.messages) == 1:
-        return record.messages[0][1]
-    return "\n\n".join(
-        f"{_SPEAKERS.get(role, role.capitalize())}: {content}" for role, content in record.messages
-    )
-
 
 def training_prompts(spec: str, eval_fraction: float, seed: int, **load_options) -> set[Turns]:
     """Prompts of the training part of ``spec``, split exactly as training split it."""

@@ -21,8 +21,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ctrlalign.data import Record
-from ctrlalign.generation import GenerationConfig, generate
-from ctrlalign.rundir import RUN_FILE, Run, default_preference, load_run, read_run_info
+from ctrlalign.inference.generation import GenerationConfig, generate
+from ctrlalign.model.rundir import RUN_FILE, Run, default_preference, load_run, read_run_info
 
 log = logging.getLogger(__name__)
 

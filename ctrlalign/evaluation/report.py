@@ -10,9 +10,7 @@ leaves a half-written table that looks complete.
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -20,6 +18,7 @@ from typing import IO
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ctrlalign.data.io import write_atomic
 from ctrlalign.evaluation.verdicts import WinRate
 
 CSV_HEADER = (
@@ -101,26 +100,6 @@ class ReportRow:
             f"{self.candidate_words:.1f}",
             f"{self.baseline_words:.1f}",
         ]
-
-
-def write_atomic(path: str | Path, write: Callable[[IO], None], binary: bool = False) -> Path:
-    """Call ``write`` on a temporary file beside ``path`` and rename it into place on success.
-
-    On any error the temporary file is removed and an existing ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        text_options = {} if binary else {"encoding": "utf-8", "newline": ""}
-        with os.fdopen(fd, "wb" if binary else "w", **text_options) as handle:
-            write(handle)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_markdown(rows: Sequence[ReportRow], path: str | Path) -> Path:

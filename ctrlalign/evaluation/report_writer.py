@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctrlalign.data.io import write_atomic
 from ctrlalign.evaluation.report import (
     ReportRow,
     plot_delta_against,
@@ -28,7 +29,6 @@ from ctrlalign.evaluation.report import (
 )
 from ctrlalign.evaluation.rouge import RougeScores
 from ctrlalign.evaluation.verdicts import WinRate
-from ctrlalign.io import write_atomic
 
 ROUGE_HEADER = ("method", "temperature", "rouge1", "rouge2", "rougeL", "rouge_avg", "n", "words")
 

@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctrlalign.data import DataError
-from ctrlalign.evaluation.eval_data import EvalSet, judge_prompt, load_eval_set, training_prompts
+from ctrlalign.data.records import judge_prompt
+from ctrlalign.evaluation.eval_data import EvalSet, load_eval_set, training_prompts
 from ctrlalign.evaluation.generations import (
     GenerationSettings,
     GenerationStore,
     RunRef,
     generate_all,
 )
-from ctrlalign.evaluation.judges import Judge, JudgeSpecError, build_judge
-from ctrlalign.evaluation.llm_judge import TASKS
+from ctrlalign.evaluation.judges import Judge, JudgeOptions, JudgeSpecError, build_judge
+from ctrlalign.evaluation.judges.llm import TASKS
 from ctrlalign.evaluation.report import ReportRow, mean_words
 from ctrlalign.evaluation.report_writer import Results, RougeRow, ScalingPoint, write_report
 from ctrlalign.evaluation.rouge import rouge_for_records
@@ -145,9 +146,8 @@ def prepare(
     task = options.task or ("summary" if eval_set.has_references else "dialogue")
     cache = Path(output) / "cache"
     try:
-        built = [
-            build_judge(spec, cache, task, options.judge_model, options.tie_band) for spec in judges
-        ]
+        judge_options = JudgeOptions(task, options.judge_model, options.tie_band)
+        built = [build_judge(spec, cache, judge_options) for spec in judges]
     except JudgeSpecError as err:
         raise EvaluationSetupError(str(err)) from err
     names = [judge.name for judge in built]

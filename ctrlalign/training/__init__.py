@@ -1,24 +1,23 @@
-"""Training recipes, one file per method family; ``train_any`` picks the recipe."""
+"""Training: configs, objectives, the shared stage runner, one file per recipe.
+
+``train_any`` runs the recipe that ``METHODS`` (the registry in ``config``) names for a
+method; a new method is a recipe module with ``train(config)`` plus one registry line.
+"""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from ctrlalign.training.config import TrainConfig
+from ctrlalign.training.config import METHODS, RewardModelConfig, TrainConfig
 
 
 def train_any(config: TrainConfig) -> Path:
-    if config.method == "dpo":
-        from ctrlalign.training import dpo
-
-        return dpo.train(config)
-    if config.method == "clm":
-        from ctrlalign.training import clm
-
-        return clm.train(config)
-    from ctrlalign.training import meet
-
-    return meet.train(config)
+    """Train ``config.method`` into ``config.output``; returns the run directory."""
+    if config.method not in METHODS:
+        raise ValueError(f"unknown method {config.method!r}; choose one of {', '.join(METHODS)}")
+    recipe = importlib.import_module(f"ctrlalign.training.{METHODS[config.method].recipe}")
+    return recipe.train(config)
 
 
-__all__ = ["TrainConfig", "train_any"]
+__all__ = ["METHODS", "RewardModelConfig", "TrainConfig", "train_any"]

@@ -1,93 +1,160 @@
-"""One configuration for every recipe; CLI flags and ``--config FILE.yaml`` share its keys.
+"""Recipe configurations: one shared base, help text beside every field (TRL's way).
 
-Defaults are the MEET paper's (appendix A): 5 epochs per step, batch 64, max input 512,
-lr 1e-3 for the control-only first step and 2e-5 for the joint second step.
+CLI flags and ``--config FILE.yaml`` share these keys: the CLI builds one flag per field,
+with the field's ``help``. ``METHODS`` is the recipe registry: a method's control kind,
+default steps, recipe module and whether it needs pairs.
+
+``TrainConfig`` defaults are the MEET paper's (appendix A): 5 epochs per step, batch 64, max
+input 512, lr 1e-3 for the control-only first step and 2e-5 for the joint second step.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from ctrlalign.models import portable_spec
+from ctrlalign.model.loading import portable_spec
+from ctrlalign.training.objectives import PAIR_OBJECTIVES
 
-#: method -> (control kind or None, default stages)
-METHODS: dict[str, tuple[str | None, str]] = {
-    "coh": ("prompt", "second"),
-    "special-token": ("token", "second"),
-    "meet-prompt": ("soft-prompt", "both"),
-    "meet-lora": ("lora", "both"),
-    "meet-token": ("token", "both"),
-    "sft": (None, "second"),
-    "dpo": (None, "second"),
-    "clm": (None, "second"),
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A config field with its help text (a ``default_factory`` for mutable defaults)."""
+    if isinstance(default, dict | list):
+        kwargs["default_factory"] = lambda: type(default)(default)
+    else:
+        kwargs["default"] = default
+    return field(metadata={"help": help}, **kwargs)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One ``--method``: what it conditions on, which steps it runs, where its recipe is."""
+
+    control: str | None
+    stages: str
+    #: module under ``ctrlalign.training`` whose ``train(config)`` runs the method
+    recipe: str
+    #: learns from (chosen, rejected) pairs; every other method reads pointwise data too
+    pairwise: bool = False
+
+
+METHODS: dict[str, Method] = {
+    "coh": Method("prompt", "second", "meet"),
+    "special-token": Method("token", "second", "meet"),
+    "meet-prompt": Method("soft-prompt", "both", "meet"),
+    "meet-lora": Method("lora", "both", "meet"),
+    "meet-token": Method("token", "both", "meet"),
+    "sft": Method(None, "second", "meet"),
+    "dpo": Method(None, "second", "dpo", pairwise=True),
+    "clm": Method(None, "second", "clm", pairwise=True),
 }
 STAGES = ("first", "second", "both")
-#: methods that learn from (chosen, rejected) pairs; every other method reads pointwise data too
-PAIRWISE_METHODS = ("dpo", "clm")
-DPO_LOSSES = ("sigmoid", "ipo")
 CLM_LOSSES = ("dpo", "lm")
 
 
+class ConfigBase:
+    """Dict and YAML round-trips with clear errors, shared by every recipe's config."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config"):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path):
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path}: no such config file")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        return cls.from_dict({str(k).replace("-", "_"): v for k, v in values.items()}, str(path))
+
+    def _check_batch(self) -> None:
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size}"
+            )
+
+
 @dataclass
-class TrainConfig:
-    data: str = ""
-    output: str = ""
-    method: str = "meet-lora"
-    model: str = "smollm2"
-    #: overrides the method's default stages (``first``/``second`` are the paper's ablations)
-    stages: str | None = None
-    #: restrict to these preferences (default: every preference the data has)
-    preferences: list[str] | None = None
-    prompt_texts: dict[str, str] = field(default_factory=dict)
-    soft_prompt_length: int = 50
-    lora_rank: int = 4
-    lora_alpha: int | None = None
-    epochs: float = 5.0
-    first_epochs: float | None = None
-    batch_size: int = 64
-    micro_batch_size: int = 8
-    lr_first: float = 1e-3
-    lr_second: float = 2e-5
-    warmup_ratio: float = 0.0
-    max_length: int = 512
-    max_steps: int = -1
-    max_examples: int | None = None
-    eval_fraction: float = 0.05
-    #: held-out examples scored for eval_loss (the first N): a large held-out split is for
-    #: evaluating generations, and scoring all of it would cost more than small trainings
-    max_eval_examples: int = 256
-    levels: int = 2
-    chosen: str = "good"
-    rejected: str = "bad"
-    seed: int = 42
-    save_steps: int = 50
-    logging_steps: int = 5
-    keep_checkpoints: bool = False
-    #: DPO / CLM: KL strength (tau for IPO); the DPO paper's default
-    beta: float = 0.1
-    #: DPO / CLM: ``sigmoid`` (DPO) or ``ipo``
-    loss_type: str = "sigmoid"
-    #: DPO / CLM: probability that a label is flipped (conservative DPO); sigmoid loss only
-    label_smoothing: float = 0.0
-    #: DPO: train a LoRA adapter of rank ``lora_rank`` instead of every weight
-    use_lora: bool = False
-    #: CLM: train the identity layer with ``dpo`` (the paper) or the conditional LM loss ``lm``
-    clm_loss: str = "dpo"
+class TrainConfig(ConfigBase):
+    """Every ``ctrlalign train`` flag."""
+
+    data: str = option(
+        "", "KIND:PATH, e.g. hh-rlhf:data.jsonl.gz, pairwise:x.jsonl, scores:x.jsonl, hf:ID"
+    )
+    output: str = option("", "run directory to create (or resume)")
+    method: str = option("meet-lora", f"one of {', '.join(METHODS)}")
+    model: str = option("smollm2", "Hugging Face id, local folder, smollm2 (default) or tiny")
+    stages: str | None = option(
+        None, "first (controls only), second (LM + controls) or both; default: the method's"
+    )
+    preferences: list[str] | None = option(
+        None, "comma-separated preferences to train (default: all in the data)"
+    )
+    prompt_texts: dict[str, str] = option(
+        {}, "hand-written prompt per preference: good='A good answer is',bad=..."
+    )
+    soft_prompt_length: int = option(50, "meet-prompt: soft prompt tokens per preference")
+    lora_rank: int = option(4, "meet-lora, dpo --use-lora: LoRA rank")
+    lora_alpha: int | None = option(None, "LoRA scaling alpha (default: twice the rank)")
+    epochs: float = option(5.0, "epochs of the second (or only) step")
+    first_epochs: float | None = option(None, "epochs of the first step (default: --epochs)")
+    batch_size: int = option(64, "examples per optimiser step (across accumulation, processes)")
+    micro_batch_size: int = option(8, "examples per forward on each device")
+    lr_first: float = option(1e-3, "learning rate of the first step (controls only)")
+    lr_second: float = option(
+        2e-5, "learning rate of the second (or only: sft, dpo, clm) training step"
+    )
+    warmup_ratio: float = option(0.0, "share of the steps spent warming the learning rate up")
+    max_length: int = option(512, "longest example in tokens; longer ones are dropped, counted")
+    max_steps: int = option(-1, "stop each step after this many optimiser steps (-1: epochs)")
+    max_examples: int | None = option(None, "train on the first N records only")
+    eval_fraction: float = option(0.05, "share of records held out (never trained on)")
+    max_eval_examples: int = option(
+        256, "held-out examples scored for eval_loss (the first N); default 256"
+    )
+    levels: int = option(2, "scores data: quantise scores into this many preference levels")
+    chosen: str = option("good", "the preferred preference (pairwise data, sft, dpo)")
+    rejected: str = option("bad", "the dispreferred preference (pairwise data, dpo)")
+    seed: int = option(42, "seed of the split, the initialisation and the data order")
+    save_steps: int = option(50, "write a resumable checkpoint every N optimiser steps")
+    logging_steps: int = option(5, "log the loss every N optimiser steps")
+    keep_checkpoints: bool = option(False, "keep checkpoints/ after the run is saved")
+    beta: float = option(0.1, "dpo/clm: KL strength (tau for IPO, reward scale for SimPO)")
+    loss_type: str = option("sigmoid", "dpo/clm: sigmoid (DPO), ipo or simpo (no reference)")
+    label_smoothing: float = option(
+        0.0, "dpo/clm: label flip probability in [0, 0.5) (conservative DPO)"
+    )
+    simpo_gamma: float = option(0.5, "simpo: target reward margin gamma")
+    use_lora: bool = option(False, "dpo: train a LoRA adapter of --lora-rank, not every weight")
+    clm_loss: str = option("dpo", "clm: train the identity layer with dpo (default) or lm")
 
     def __post_init__(self) -> None:
         self.model = portable_spec(self.model)
 
     @property
     def control_kind(self) -> str | None:
-        return METHODS[self.method][0]
+        return METHODS[self.method].control
 
     @property
     def stage_list(self) -> list[str]:
-        stages = self.stages or METHODS[self.method][1]
+        stages = self.stages or METHODS[self.method].stages
         return ["first", "second"] if stages == "both" else [stages]
 
     def validate(self) -> None:
@@ -101,11 +168,7 @@ class TrainConfig:
             raise ValueError("no run directory: pass --output DIR")
         if self.max_eval_examples < 1:
             raise ValueError(f"--max-eval-examples must be >= 1, got {self.max_eval_examples}")
-        if self.batch_size % self.micro_batch_size:
-            raise ValueError(
-                f"batch_size {self.batch_size} is not a multiple of micro_batch_size "
-                f"{self.micro_batch_size}"
-            )
+        self._check_batch()
         if self.control_kind == "prompt" and "first" in self.stage_list:
             raise ValueError("prompt controls have nothing to train in the first step")
         if self.control_kind is None and "first" in self.stage_list:
@@ -113,8 +176,8 @@ class TrainConfig:
         self._validate_preference_options()
 
     def _validate_preference_options(self) -> None:
-        if self.loss_type not in DPO_LOSSES:
-            raise ValueError(f"--loss-type must be one of {', '.join(DPO_LOSSES)}")
+        if self.loss_type not in PAIR_OBJECTIVES:
+            raise ValueError(f"--loss-type must be one of {', '.join(PAIR_OBJECTIVES)}")
         if self.clm_loss not in CLM_LOSSES:
             raise ValueError(f"--clm-loss must be one of {', '.join(CLM_LOSSES)}")
         if self.beta <= 0:
@@ -126,21 +189,28 @@ class TrainConfig:
         if self.use_lora and self.method != "dpo":
             raise ValueError("--use-lora applies to --method dpo (meet-lora has its own adapters)")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+@dataclass
+class RewardModelConfig(ConfigBase):
+    """Every ``ctrlalign train-rm`` flag."""
 
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        with open(path) as fh:
-            values = yaml.safe_load(fh) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of config keys")
-        return cls.from_dict({k.replace("-", "_"): v for k, v in values.items()}, str(path))
+    data: str = option("", "pairwise KIND:PATH, e.g. hh-rlhf:data.jsonl.gz")
+    output: str = option("", "folder for the reward model (a Hugging Face model folder)")
+    model: str = option("smollm2", "base model: Hugging Face id, local folder, smollm2 or tiny")
+    epochs: float = option(1.0, "training epochs")
+    batch_size: int = option(16, "pairs per optimiser step")
+    micro_batch_size: int = option(8, "pairs per forward")
+    lr: float = option(1e-5, "learning rate")
+    max_length: int = option(512, "tokens per (prompt, answer) input; longer ones are cut")
+    max_steps: int = option(-1, "stop after this many optimiser steps (-1: epochs)")
+    max_examples: int | None = option(None, "train on the first N pairs only")
+    eval_fraction: float = option(0.1, "share of pairs held out for pairwise accuracy")
+    seed: int = option(42, "seed of the split, the head's initialisation and the data order")
+    logging_steps: int = option(10, "log the loss every N optimiser steps")
+
+    def validate(self) -> None:
+        if not self.data:
+            raise ValueError("no training data: pass --data KIND:PATH (pairwise)")
+        if not self.output:
+            raise ValueError("no output folder: pass --output DIR")
+        self._check_batch()

@@ -4,12 +4,13 @@ The paper judges with OpenAssistant's DeBERTa reward model, which needs the netw
 recipe trains a stand-in on the same base models as the policies (a one-logit
 sequence-classification head on ``smollm2``, ``tiny`` or any HF model) with the
 Bradley-Terry loss -log sigmoid(r_chosen - r_rejected), and saves a plain Hugging Face
-folder that ``RewardModelJudge`` loads. Inputs are encoded by the judge's own
-``encode_for_reward``, so the model is trained on exactly what it will read when judging.
+folder that ``RewardModel`` (and so the ``rm:`` judge) loads. Inputs are encoded by
+``encode_for_reward``, the layout scoring uses, so the model is trained on exactly what it
+will read when judging.
 
-Its held-out pairwise accuracy and the share of held-out pairs that fall in the judge's tie
-band go to ``metrics.json``: a small reward model is a weak judge, and a report using one
-must say how weak.
+Its held-out pairwise accuracy and reward gaps go to ``metrics.json``: a small reward model
+is a weak judge, and a report using one must say how weak (the judge reports the share of
+gaps inside its tie band).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import yaml
 from transformers import (
     AutoModelForSequenceClassification,
@@ -33,20 +33,15 @@ from transformers import (
 )
 
 from ctrlalign.data import Record, load_preference_data, split_records
-from ctrlalign.evaluation.eval_data import judge_prompt
-from ctrlalign.evaluation.rm_judge import RewardModelJudge, encode_for_reward
-from ctrlalign.evaluation.verdicts import DEFAULT_TIE_BAND, sigmoid
-from ctrlalign.models import load_tokenizer, smollm2_dir, tiny_model
-from ctrlalign.training.rm_config import RewardModelConfig
+from ctrlalign.data.records import judge_prompt
+from ctrlalign.model.loading import load_tokenizer, smollm2_dir, tiny_model
+from ctrlalign.model.reward import RewardModel, encode_for_reward
+from ctrlalign.training.config import RewardModelConfig
+from ctrlalign.training.objectives import bradley_terry_loss
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-
-
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-    """Mean of -log sigmoid(r_chosen - r_rejected): the pairwise likelihood's negative log."""
-    return -F.logsigmoid(chosen - rejected).mean()
 
 
 def load_reward_model(spec: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -71,7 +66,7 @@ def load_reward_model(spec: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     return model, tokenizer
 
 
-class PairCollator:
+class RewardPairCollator:
     """Chosen rows first, then rejected rows, in one padded batch: one forward per step."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
@@ -109,19 +104,19 @@ def is_trained(directory: str | Path) -> bool:
 
 
 def held_out_metrics(folder: Path, pairs: list[dict[str, str]], max_length: int) -> dict:
-    """Pairwise accuracy and tie-band share on held-out pairs, scored by the judge itself."""
+    """Pairwise accuracy and reward gaps (chosen minus rejected) on held-out pairs, scored
+    as a judge will score them."""
     if not pairs:
         return {"eval_pairs": 0}
-    judge = RewardModelJudge(folder, max_length=max_length)
+    model = RewardModel(folder, max_length=max_length)
     prompts = [pair["prompt"] for pair in pairs]
-    chosen = judge.score(prompts, [pair["chosen"] for pair in pairs])
-    rejected = judge.score(prompts, [pair["rejected"] for pair in pairs])
-    low, high = DEFAULT_TIE_BAND
+    chosen = model.score(prompts, [pair["chosen"] for pair in pairs])
+    rejected = model.score(prompts, [pair["rejected"] for pair in pairs])
     gaps = [c - r for c, r in zip(chosen, rejected, strict=True)]
     return {
         "eval_pairs": len(pairs),
         "pairwise_accuracy": sum(gap > 0 for gap in gaps) / len(gaps),
-        "tie_band_share": sum(low <= sigmoid(gap) <= high for gap in gaps) / len(gaps),
+        "eval_reward_gaps": [round(gap, 5) for gap in gaps],
     }
 
 
@@ -169,7 +164,7 @@ def train_reward_model(config: RewardModelConfig) -> Path:
         model=model,
         args=args,
         train_dataset=train_pairs,
-        data_collator=PairCollator(tokenizer, config.max_length),
+        data_collator=RewardPairCollator(tokenizer, config.max_length),
     )
     result = trainer.train()
     shutil.rmtree(staging / "checkpoints", ignore_errors=True)

@@ -1,0 +1,59 @@
+"""``ctrlalign alpha-sweep``: every prompt at several alphas; answers, CSV and plot."""
+
+from __future__ import annotations
+
+import argparse
+
+from ctrlalign.cli.flags import (
+    add_generation_flags,
+    add_prompt_flags,
+    generation_config,
+    read_prompt_rows,
+    usage_errors,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ctrlalign.inference.dial import parse_alphas
+
+    parser = sub.add_parser("alpha-sweep", help="generate at several alphas; CSV and plot")
+    parser.add_argument("--run", required=True, help="a CLM run, or a MEET run with --against")
+    parser.add_argument(
+        "--alphas", required=True, type=usage_errors(parse_alphas), help="e.g. -1,0,0.5,1,2"
+    )
+    add_prompt_flags(parser)
+    parser.add_argument("--output", required=True, help="folder for answers.jsonl, CSV, PNG")
+    parser.add_argument("--judge", help="rm:ID_OR_DIR to score answers with a reward model")
+    parser.add_argument("--preference", help="MEET run: the control alpha moves towards")
+    parser.add_argument("--against", help="MEET run: the control alpha moves away from")
+    add_generation_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctrlalign.evaluation import sweep
+    from ctrlalign.evaluation.judges import reward_scorer
+    from ctrlalign.inference.dial import check_dial
+    from ctrlalign.model.rundir import default_preference, load_run, read_run_info
+
+    prompts = [row["prompt"] for row in read_prompt_rows(args)]
+    info = read_run_info(args.run)
+    preference = args.preference if args.preference is not None else default_preference(info)
+    check_dial(info, args.alphas[0], preference, args.against)
+    judge = reward_scorer(args.judge)
+    run = load_run(args.run)
+    result = sweep.sweep(
+        run,
+        prompts,
+        args.alphas,
+        generation_config(args),
+        preference,
+        args.against,
+        judge,
+        progress=True,
+    )
+    title = f"{args.run}" + (f": {preference} against {args.against}" if args.against else "")
+    for path in sweep.write_sweep(result, args.output, title):
+        print(f"wrote {path}")
+    print(sweep.summary_csv(result.summary), end="")
+    return 0

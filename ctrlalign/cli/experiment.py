@@ -1,0 +1,26 @@
+"""``ctrlalign experiment``: train what is missing, then generate, judge and report, from YAML."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("experiment", help="train, generate, judge and report from YAML")
+    parser.add_argument("file", help="experiment YAML, e.g. experiments/paper_table2_hh.yaml")
+    parser.add_argument("--output", required=True, help="folder for runs, caches and report")
+    parser.add_argument("--scale", help="a scale named in the YAML's `scales`, e.g. small")
+    parser.add_argument("--judge", action="append", help="replace the YAML's judges")
+    parser.add_argument("--judge-model", help="model name sent to an llm: judge")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ctrlalign.experiment import run_experiment
+
+    report = run_experiment(
+        args.file, args.output, scale=args.scale, judges=args.judge, judge_model=args.judge_model
+    )
+    print(f"report written to {report}")
+    print(report.read_text())
+    return 0

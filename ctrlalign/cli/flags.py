@@ -1,0 +1,140 @@
+"""Flag builders every command shares: flags generated from a config dataclass, value
+parsers that turn bad input into usage errors naming the flag, and the generation flags.
+
+Config flags come from the dataclass fields (help from each field's ``metadata``), so
+``--config FILE.yaml`` and the flags always accept the same keys; flags given on the
+command line override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """``key=value,key=value`` (values may contain spaces, not commas)."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected key=value,key=value, got {text!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def parse_list(text: str) -> list[str]:
+    """``a,b,c``; empty items are dropped."""
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _value_type(hint: object) -> object:
+    """``X | None`` -> ``X``; any other hint as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arms = [a for a in typing.get_args(hint) if a is not type(None)]
+        return arms[0] if len(arms) == 1 else hint
+    return hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One ``--flag`` per field of ``config_cls``, typed by its hint, with its help text."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        flag = "--" + f.name.replace("_", "-")
+        value = _value_type(hints[f.name])
+        kwargs: dict = {
+            "dest": f.name,
+            "default": argparse.SUPPRESS,
+            "help": f.metadata.get("help"),
+        }
+        if value is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(value) is list:
+            kwargs["type"] = parse_list
+        elif typing.get_origin(value) is dict:
+            kwargs["type"] = parse_mapping
+            kwargs["metavar"] = "KEY=VALUE,..."
+        elif value in (int, float, str):
+            kwargs["type"] = value
+        else:
+            raise TypeError(f"{config_cls.__name__}.{f.name}: no flag parser for {value}")
+        parser.add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, config_cls: type):
+    """The config a command runs with: ``--config`` file values, then the flags given."""
+    values = {}
+    if args.config:
+        values = config_cls.from_yaml(args.config).to_dict()
+    for f in dataclasses.fields(config_cls):
+        if hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+    return config_cls.from_dict(values)
+
+
+def usage_errors(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """Make a parser's ``ValueError`` an argparse usage error (exit 2, naming the flag)."""
+
+    def parser(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parser.__name__ = parse.__name__
+    return parser
+
+
+def parse_floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0,0.5,1, got {text!r}") from None
+
+
+def parse_band(text: str) -> tuple[float, float]:
+    values = parse_floats(text)
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH like 0.45,0.55, got {text!r}")
+    return values[0], values[1]
+
+
+def add_generation_flags(parser: argparse.ArgumentParser) -> None:
+    """Decoding flags shared by ``generate`` and ``alpha-sweep``."""
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="cap on new tokens")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    parser.add_argument("--batch-size", type=int, default=8, help="rows decoded together")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+
+def generation_config(args: argparse.Namespace):
+    from ctrlalign.inference.generation import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+
+
+def add_prompt_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    parser.add_argument(
+        "--prompts", help="JSONL with `prompt` and optional `preference`, `alpha` per line"
+    )
+
+
+def read_prompt_rows(args: argparse.Namespace) -> list[dict]:
+    """``--prompt`` texts, then the ``--prompts`` file's rows; none at all is an error."""
+    from ctrlalign.data import DataError
+    from ctrlalign.data.io import read_prompts
+
+    if not args.prompt and not args.prompts:
+        raise DataError("nothing to answer: pass --prompt TEXT or --prompts FILE.jsonl")
+    rows = [{"prompt": p} for p in args.prompt or []]
+    if args.prompts:
+        rows += read_prompts(args.prompts)
+    return rows

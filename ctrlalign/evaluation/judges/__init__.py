@@ -1,0 +1,85 @@
+"""Judges: ``KIND:TARGET`` specs, the ``JUDGES`` registry (kind to builder), and the kinds.
+
+- ``rm:DIR_OR_HF_ID``: a reward model, the paper's tie band (``rm.py``);
+- ``llm:URL``: the paper's GPT-4 prompts sent to an OpenAI-compatible endpoint (``llm.py``).
+
+A new kind is a module with a class implementing ``base.Judge`` and one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctrlalign.evaluation.judges.base import (
+    Decisions,
+    Judge,
+    JudgeOptions,
+    JudgeSpecError,
+    hub_model_available,
+)
+from ctrlalign.evaluation.judges.llm import CachedLLMJudge
+from ctrlalign.evaluation.judges.rm import CachedRewardJudge, RewardModelJudge
+
+
+@dataclass(frozen=True)
+class JudgeKind:
+    usage: str
+    #: (target, folder for its cache, options) -> a judge that has loaded nothing yet
+    build: Callable[[str, Path, JudgeOptions], Judge]
+
+
+JUDGES: dict[str, JudgeKind] = {
+    "rm": JudgeKind(
+        "rm:DIR_OR_HF_ID",
+        lambda target, cache, o: CachedRewardJudge(
+            target, cache / "rm_rewards.jsonl", o.band, o.batch_size
+        ),
+    ),
+    "llm": JudgeKind(
+        "llm:URL",
+        lambda target, cache, o: CachedLLMJudge(
+            target, o.judge_model, o.task, cache / "llm_replies.jsonl"
+        ),
+    ),
+}
+
+
+def parse_judge_spec(spec: str) -> tuple[str, str]:
+    """``KIND:TARGET`` -> (kind, target), with KIND a key of ``JUDGES``."""
+    kind, sep, target = spec.partition(":")
+    if not sep or kind not in JUDGES or not target:
+        usages = " or ".join(k.usage for k in JUDGES.values())
+        raise JudgeSpecError(f"judge {spec!r}: expected {usages} (kinds: {', '.join(JUDGES)})")
+    return kind, target
+
+
+def build_judge(spec: str, cache_dir: Path, options: JudgeOptions | None = None) -> Judge:
+    """A judge for ``spec``; nothing is loaded or contacted until ``check`` or ``judge``."""
+    kind, target = parse_judge_spec(spec)
+    return JUDGES[kind].build(target, cache_dir, options or JudgeOptions())
+
+
+def reward_scorer(spec: str | None) -> RewardModelJudge | None:
+    """``rm:ID_OR_DIR`` -> a reward model that scores single answers (``alpha-sweep``);
+    None -> no scores. Pairwise-only kinds (``llm:``) cannot score one answer."""
+    if spec is None:
+        return None
+    kind, _, target = spec.partition(":")
+    if kind != "rm" or not target:
+        raise JudgeSpecError(f"--judge must be rm:ID_OR_DIR (a reward model), got {spec!r}")
+    return RewardModelJudge(target)
+
+
+__all__ = [
+    "JUDGES",
+    "Decisions",
+    "Judge",
+    "JudgeOptions",
+    "JudgeSpecError",
+    "build_judge",
+    "hub_model_available",
+    "parse_judge_spec",
+    "reward_scorer",
+]

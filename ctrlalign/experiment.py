@@ -1,0 +1,257 @@
+"""``ctrlalign experiment FILE.yaml``: train what is missing, then evaluate, from one file.
+
+The YAML names the data, the base model, the methods (each a set of ``TrainConfig``
+overrides on top of a shared ``train`` block), the baseline, the judges and the
+evaluation settings; ``scales`` holds named overrides (``--scale small``) that shrink the
+paper's settings to what 2 CPU cores can run (``small``: SmolLM2 with a few dozen pairs;
+``smoke``: the tiny model, minutes). Layout of ``--output DIR``::
+
+    experiment.yaml     the settings actually used (after --scale)
+    runs/<method>/      one run directory per method (``ctrlalign train``'s format)
+    reward-model/       the judge ``rm:trained`` trains with ``train-rm``, when used
+    generations/ cache/ the evaluation's caches
+    report.md ...       tables and plots (``report_writer``)
+
+A killed experiment resumes: a run directory with ``run.yaml`` is done and skipped (one
+killed mid-training resumes from its last checkpoint), and generation and judging reuse
+their caches. A done run trained with other settings than the file now asks for is an
+error, never silently reused.
+
+Judges are ``rm:DIR_OR_HF_ID``, ``llm:URL`` or ``rm:trained``; an entry
+``{use: rm:HF_ID, offline: rm:trained}`` uses the hub model when it can be loaded and
+otherwise the fallback, and the report says which judged.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from pathlib import Path
+
+import yaml
+
+from ctrlalign.evaluation.eval_data import load_eval_set
+from ctrlalign.evaluation.judges import (
+    JudgeOptions,
+    build_judge,
+    hub_model_available,
+    parse_judge_spec,
+)
+from ctrlalign.evaluation.runner import EvalOptions, EvaluationSetupError, prepare, run
+from ctrlalign.model.rundir import RUN_FILE, read_run_info
+from ctrlalign.training import TrainConfig, train_any
+from ctrlalign.training.config import RewardModelConfig
+from ctrlalign.training.reward_model import is_trained, train_reward_model
+
+log = logging.getLogger(__name__)
+
+KEYS = {"name", "description", "model", "data", "train", "methods", "baseline", "evaluation"}
+KEYS |= {"judges", "reward_model", "scales"}
+TRAINED_RM = "rm:trained"
+RM_FOLDER = "reward-model"
+
+
+class ExperimentError(ValueError):
+    """The experiment file cannot run as written; raised before any training."""
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """``override`` on top of ``base``, mappings merged key by key, anything else replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_spec(path: str | Path, scale: str | None = None) -> dict:
+    """The experiment file with the named scale applied, its top-level keys checked."""
+    spec = yaml.safe_load(Path(path).read_text())
+    if not isinstance(spec, dict):
+        raise ExperimentError(f"{path}: expected a mapping")
+    scales = spec.pop("scales", None) or {}
+    if scale is not None:
+        if scale not in scales:
+            raise ExperimentError(f"{path}: no scale {scale!r}; it has {sorted(scales) or 'none'}")
+        spec = _merge(spec, scales[scale])
+    unknown = sorted(set(spec) - KEYS)
+    if unknown:
+        raise ExperimentError(f"{path}: unknown keys {unknown}; known: {sorted(KEYS)}")
+    for key in ("model", "data", "methods", "baseline", "judges"):
+        if not spec.get(key):
+            raise ExperimentError(f"{path}: `{key}` is missing")
+    if not {"train", "eval"} <= set(spec["data"]):
+        raise ExperimentError(f"{path}: `data` needs `train` and `eval` (KIND:PATH specs)")
+    if spec["baseline"] not in spec["methods"]:
+        raise ExperimentError(f"{path}: baseline {spec['baseline']!r} is not among `methods`")
+    return spec
+
+
+def train_configs(spec: dict, output: Path) -> dict[str, TrainConfig]:
+    """One checked ``TrainConfig`` per method: shared ``train`` block, then its own keys."""
+    configs = {}
+    for name, overrides in spec["methods"].items():
+        values = {**(spec.get("train") or {}), **(overrides or {})}
+        values |= {"data": spec["data"]["train"], "model": spec["model"]}
+        values["output"] = str(output / "runs" / name)
+        config = TrainConfig.from_dict(values, source=f"methods.{name}")
+        config.validate()
+        configs[name] = config
+    return configs
+
+
+def reward_model_config(spec: dict, output: Path) -> RewardModelConfig:
+    """``train-rm`` settings for ``rm:trained``: the policies' data, model and split.
+
+    Sharing the split (``eval_fraction``, ``seed``) means the reward model never trains on
+    an evaluation prompt, and its held-out accuracy is measured on exactly those prompts.
+    """
+    shared = {k: v for k, v in (spec.get("train") or {}).items() if k in ("eval_fraction", "seed")}
+    values = {"model": spec["model"], "data": spec["data"]["train"], **shared}
+    values |= spec.get("reward_model") or {}
+    values["output"] = str(output / RM_FOLDER)
+    return RewardModelConfig.from_dict(values, source="reward_model")
+
+
+def eval_options(spec: dict) -> EvalOptions:
+    values = dict(spec.get("evaluation") or {})
+    known = {f.name for f in dataclasses.fields(EvalOptions)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ExperimentError(f"evaluation: unknown keys {unknown}; known: {sorted(known)}")
+    if "tie_band" in values:
+        values["tie_band"] = tuple(values["tie_band"])
+    return EvalOptions(**values)
+
+
+def _differences(stored: dict, wanted: dict) -> list[str]:
+    """Settings that differ; a key the run does not record is a setting added after it was
+    trained, so it matches."""
+    return [
+        f"{key}: trained with {stored[key]!r}, asked for {value!r}"
+        for key, value in wanted.items()
+        if key != "output" and key in stored and not _same(key, stored[key], value)
+    ]
+
+
+def _same(key: str, stored: object, wanted: object) -> bool:
+    """Runs record what the data resolved: ``preferences: None`` asks for all the data has,
+    and data without the chosen/rejected pair records them as None."""
+    if key == "preferences" and wanted is None:
+        return True
+    if key in ("chosen", "rejected") and stored is None:
+        return True
+    return stored == wanted
+
+
+def _check_done_judge(config: RewardModelConfig, output: Path) -> None:
+    """A trained judge is reused only under the same settings: its cached rewards in
+    ``cache/`` are keyed by its folder, so a changed judge would mix old and new rewards."""
+    folder = Path(config.output)
+    if not is_trained(folder):
+        return
+    stored = yaml.safe_load((folder / "train_rm.yaml").read_text())
+    changed = _differences(stored, config.to_dict())
+    if changed:
+        raise ExperimentError(
+            f"the reward-model judge in {folder} was trained with other settings "
+            f"({'; '.join(changed)}); delete it and {output / 'cache'}, or use another --output"
+        )
+
+
+def _check_done_run(name: str, config: TrainConfig) -> bool:
+    """True when the run is trained with these settings; an error when with others."""
+    folder = Path(config.output)
+    if not (folder / RUN_FILE).is_file():
+        return False
+    changed = _differences(read_run_info(folder), config.to_dict())
+    if changed:
+        raise ExperimentError(
+            f"run {name} in {folder} was trained with other settings ({'; '.join(changed)}); "
+            "delete it or use another --output"
+        )
+    return True
+
+
+def resolve_judges(entries: list, output: Path) -> tuple[list[str], list[str]]:
+    """Judge specs to use and notes on fallbacks; ``rm:trained`` becomes the RM folder."""
+    specs, notes = [], []
+    for entry in entries:
+        if isinstance(entry, dict):
+            if set(entry) - {"use", "offline"} or "use" not in entry:
+                raise ExperimentError(f"judge entry {entry}: expected {{use: SPEC, offline: SPEC}}")
+            spec, fallback = entry["use"], entry.get("offline")
+        else:
+            spec, fallback = str(entry), None
+        kind, target = parse_judge_spec(spec)
+        local = Path(target).expanduser().exists()
+        if fallback and kind == "rm" and not local and not hub_model_available(target):
+            notes.append(f"{spec} cannot be loaded here (offline); judged by {fallback} instead")
+            spec = fallback
+        parse_judge_spec(spec)
+        specs.append(f"rm:{output / RM_FOLDER}" if spec == TRAINED_RM else spec)
+    return specs, notes
+
+
+def _check_before_training(spec: dict, judges: list[str], output: Path, options) -> None:
+    """Fail on bad evaluation data or judges now, not after an hour of training."""
+    eval_set = load_eval_set(spec["data"]["eval"], options.max_examples)
+    if options.rouge and not eval_set.has_references:
+        raise EvaluationSetupError(f"ROUGE asked for, but {eval_set.spec} has no references")
+    task = options.task or ("summary" if eval_set.has_references else "dialogue")
+    trained_rm = f"rm:{output / RM_FOLDER}"
+    for judge in judges:
+        if judge != trained_rm:
+            build_judge(judge, output / "cache", JudgeOptions(task, options.judge_model)).check()
+
+
+def run_experiment(
+    path: str | Path,
+    output: str | Path,
+    scale: str | None = None,
+    judges: list[str] | None = None,
+    judge_model: str | None = None,
+) -> Path:
+    """Run the experiment in ``path`` into ``output``; returns the path of ``report.md``.
+
+    ``judges`` and ``judge_model`` replace the file's (the command line's ``--judge``).
+    """
+    output = Path(output)
+    spec = load_spec(path, scale)
+    if judges:
+        spec["judges"] = judges
+    if judge_model:
+        spec["evaluation"] = {**(spec.get("evaluation") or {}), "judge_model": judge_model}
+    configs = train_configs(spec, output)
+    options = eval_options(spec)
+    judge_specs, notes = resolve_judges(spec["judges"], output)
+    rm_config = reward_model_config(spec, output)
+    uses_trained_rm = f"rm:{output / RM_FOLDER}" in judge_specs
+    if uses_trained_rm:
+        rm_config.validate()
+        _check_done_judge(rm_config, output)
+    _check_before_training(spec, judge_specs, output, options)
+    done = {name: _check_done_run(name, config) for name, config in configs.items()}
+
+    output.mkdir(parents=True, exist_ok=True)
+    resolved = {**spec, "judges": judge_specs, "scale": scale, "source": str(path)}
+    (output / "experiment.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    order = [spec["baseline"], *(name for name in configs if name != spec["baseline"])]
+    for number, name in enumerate(order, start=1):
+        if done[name]:
+            log.info("[%d/%d] %s: already trained, skipped", number, len(order), name)
+            continue
+        log.info("[%d/%d] training %s (%s)", number, len(order), name, configs[name].method)
+        train_any(configs[name])
+    if uses_trained_rm and not is_trained(rm_config.output):
+        log.info("training the reward-model judge into %s", rm_config.output)
+        train_reward_model(rm_config)
+
+    runs = {name: configs[name].output for name in order[1:]}
+    baseline = (spec["baseline"], configs[spec["baseline"]].output)
+    plan = prepare(runs, baseline, spec["data"]["eval"], judge_specs, output, options)
+    plan.notes += notes
+    return run(plan)

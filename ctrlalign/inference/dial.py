@@ -1,0 +1,118 @@
+"""The alignment dial: one path from a request to a generation row.
+
+A request comes from a CLI line, a Python call or an HTTP body; whichever, ``dial_row``
+parses its alpha, defaults its preference to the run's, checks the combination against the
+run (``check_dial``, from ``run.yaml`` alone, so the CLI can refuse before loading a model),
+checks the control names and sets the row's own ``max_new_tokens``.
+
+A CLM run mixes its unaligned and aligned streams, a MEET run two of its controls
+(``preference`` and ``against``); logits = (1 - alpha) * low + alpha * high at every step
+(``generation.alpha_row``). Messages speak in CLI flags; ``DialError.field`` names the
+request field at fault, so a server can report it as the HTTP ``param``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ctrlalign.inference.generation import Message, Row, alpha_row
+from ctrlalign.model.rundir import Run, default_preference
+
+
+class DialError(ValueError):
+    """A request the dial refuses, naming the field at fault when there is one."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class DialRequest:
+    """What any caller asks for: a prompt, and optionally a control, the dial and a cap."""
+
+    prompt: str | Sequence[Message]
+    #: the control to answer under (the side alpha moves towards); None: the run's default
+    preference: str | None = None
+    #: MEET run: the control alpha moves away from
+    against: str | None = None
+    #: the dial, as given (text, number); None: 1, the aligned model or plain ``preference``
+    alpha: object = None
+    #: this row's own cap on new tokens; None: the generation config's
+    max_new_tokens: int | None = None
+
+
+def parse_alpha(value: object) -> float:
+    """A finite number; anything else is a clear error (argparse shows it as usage error)."""
+    if isinstance(value, bool):
+        raise DialError(f"alpha must be a number, got {value!r}", "alpha")
+    try:
+        alpha = float(value)
+    except (TypeError, ValueError):
+        raise DialError(f"alpha must be a number, got {value!r}", "alpha") from None
+    if not math.isfinite(alpha):
+        raise DialError(f"alpha must be a finite number, got {value!r}", "alpha")
+    return alpha
+
+
+def parse_alphas(text: str) -> list[float]:
+    """Comma-separated alphas, e.g. ``-1,0,0.5,1,1.5,2``."""
+    alphas = [parse_alpha(item.strip()) for item in text.split(",") if item.strip()]
+    if not alphas:
+        raise DialError("no alphas given: pass e.g. --alphas -1,0,0.5,1,1.5,2")
+    repeated = sorted({a for a in alphas if alphas.count(a) > 1})
+    if repeated:
+        raise DialError(f"alphas given more than once: {repeated}")
+    return alphas
+
+
+def check_dial(
+    info: dict, alpha: float | None, preference: str | None, against: str | None
+) -> None:
+    """Reject flag combinations that do not fit the run, from its ``run.yaml`` alone."""
+    if info.get("clm"):
+        if preference is not None:
+            raise DialError(
+                "this is a CLM run: it has no preferences, so no --preference; "
+                "its dial is --alpha (0 = base model, 1 = aligned)"
+            )
+        if against is not None:
+            raise DialError("--against mixes two MEET controls; a CLM run takes --alpha alone")
+        return
+    if against is not None:
+        if not info.get("control"):
+            raise DialError(f"--against needs a run with controls; this one is {info['method']}")
+        if alpha is None:
+            raise DialError("--against needs --alpha (1 = plain --preference)")
+        if against == preference:
+            raise DialError(f"--against {against!r} is the --preference itself")
+    elif alpha is not None:
+        raise DialError("--alpha needs a CLM run, or on a MEET run --preference GOOD --against BAD")
+
+
+def dial_row(run: Run, request: DialRequest) -> Row:
+    """The generation row for one request, or a ``DialError`` naming what is wrong."""
+    alpha = None
+    if request.alpha is not None:
+        try:
+            alpha = parse_alpha(request.alpha)
+        except ValueError as err:
+            raise DialError(str(err), "alpha") from None
+    preference = request.preference
+    control = run.model.control
+    if preference is not None and control is None and not run.info.get("clm"):
+        raise DialError(f"this run ({run.info.get('method')}) has no preferences", "preference")
+    if preference is None:
+        preference = default_preference(run.info)
+    check_dial(run.info, alpha, preference, request.against)
+    if control is not None:
+        for field, name in (("preference", preference), ("against", request.against)):
+            if name is not None:
+                try:
+                    control.index(name)
+                except ValueError as err:
+                    raise DialError(str(err), field) from None
+    row = alpha_row(request.prompt, 1.0 if alpha is None else alpha, preference, request.against)
+    return Row(row.messages, row.streams, row.weights, request.max_new_tokens)

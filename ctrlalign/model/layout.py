@@ -1,0 +1,144 @@
+"""Turning records into token ids with loss masks, and padding them into batches.
+
+Layout of one example: ``[control prefix][prompt][response][eos]``. Only the response
+(and its end-of-turn token) carries loss; the prefix, the prompt and padding do not. The
+prefix sits first so every control kind, soft prompts included, uses the same positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ctrlalign.data.records import Record
+from ctrlalign.model.controls import Control
+from ctrlalign.model.logprobs import IGNORE_INDEX
+
+Message = dict[str, str]
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> list[int]:
+    """The prompt as the model expects it: its chat template, or HH-style plain text."""
+    if tokenizer.chat_template:
+        return list(
+            tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        text = messages[0]["content"]
+    else:
+        names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+        turns = "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages)
+        text = turns + "\n\nAssistant:"
+    return tokenizer(text).input_ids
+
+
+def response_ids(tokenizer: PreTrainedTokenizerBase, response: str) -> list[int]:
+    text = response if tokenizer.chat_template else " " + response.lstrip()
+    return tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    preference_id: int
+    prefix_len: int
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    control: Control | None,
+    messages: Sequence[Message],
+    preference: str | None,
+) -> Example:
+    """``[control prefix][prompt]`` with no labels: what generation starts from.
+
+    A run without controls takes no preference; a run with them needs one it knows.
+    """
+    if control is None:
+        if preference is not None:
+            raise ValueError("this run has no controls, so it takes no --preference")
+        ids = prompt_ids(tokenizer, messages)
+        return Example(ids, [IGNORE_INDEX] * len(ids), 0, 0)
+    if preference is None:
+        raise ValueError(f"this run needs a preference; it knows {control.preferences}")
+    prefix = control.prefix_ids(preference)
+    ids = prefix + prompt_ids(tokenizer, messages)
+    return Example(ids, [IGNORE_INDEX] * len(ids), control.index(preference), len(prefix))
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase,
+    control: Control | None,
+    messages: Sequence[Message],
+    preference: str | None,
+    response: str,
+) -> Example:
+    """``[control prefix][prompt][response][eos]``, labels on the response and eos only."""
+    context = encode_prompt(tokenizer, control, messages, preference)
+    answer = response_ids(tokenizer, response)
+    return Example(
+        context.input_ids + answer,
+        context.labels + answer,
+        context.preference_id,
+        context.prefix_len,
+    )
+
+
+@dataclass
+class Encoded:
+    examples: list[Example]
+    dropped_too_long: int
+
+
+def encode_records(
+    records: Iterable[Record],
+    tokenizer: PreTrainedTokenizerBase,
+    control: Control | None,
+    max_length: int,
+    only: str | None = None,
+) -> Encoded:
+    """One example per (record, preference) pair; ``only`` keeps one preference (SFT).
+
+    Examples longer than ``max_length`` are dropped, as the paper does, and counted.
+    """
+    examples, dropped = [], 0
+    for record in records:
+        for pref, response in record.responses.items():
+            if only is not None and pref != only:
+                continue
+            ex = encode(
+                tokenizer, control, record.chat, None if control is None else pref, response
+            )
+            if len(ex.input_ids) > max_length:
+                dropped += 1
+            else:
+                examples.append(ex)
+    return Encoded(examples, dropped)
+
+
+def collate(examples: list[Example], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
+    """Pad to the longest example; ``left`` padding is what generation needs."""
+    width = max(len(e.input_ids) for e in examples)
+    batch = {k: [] for k in ("input_ids", "attention_mask", "labels", "prefix_mask")}
+    for e in examples:
+        n, pad = len(e.input_ids), width - len(e.input_ids)
+        rows = {
+            "input_ids": e.input_ids + [pad_id] * pad,
+            "attention_mask": [1] * n + [0] * pad,
+            "labels": e.labels + [IGNORE_INDEX] * pad,
+            "prefix_mask": [1] * e.prefix_len + [0] * (width - e.prefix_len),
+        }
+        for key, row in rows.items():
+            if left:
+                row = row[n:] + row[:n] if key != "prefix_mask" else [0] * pad + row[: width - pad]
+            batch[key].append(row)
+    out = {k: torch.tensor(v) for k, v in batch.items()}
+    out["prefix_mask"] = out["prefix_mask"].bool()
+    out["preference_ids"] = torch.tensor([e.preference_id for e in examples])
+    return out

@@ -1,0 +1,144 @@
+"""The pair layout: a prompt and its two responses in one row, the prompt run once.
+
+Each pair is one row ``[prompt][chosen][rejected]`` in which both responses are positioned
+right after the prompt and a 4D attention mask keeps each response from seeing the other, so
+the log-probs (and their gradients) are those of two full sequences (tested against TRL)
+with the prompt computed once, and padding is per pair rather than per sequence. DPO, its
+relatives and CLM all read pairs through ``pair_logps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+from transformers import PreTrainedTokenizerBase
+
+from ctrlalign.data import Record
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.layout import prompt_ids, response_ids
+
+PAIR_INPUTS = ("input_ids", "position_ids", "segment_ids", "source", "targets", "owner")
+
+
+@dataclass(frozen=True)
+class PairExample:
+    """Token ids of one prompt and its two responses (each ending in eos), and the
+    reference model's summed log-probs of the responses once they are computed."""
+
+    prompt_ids: list[int]
+    chosen_ids: list[int]
+    rejected_ids: list[int]
+    ref_chosen: float = 0.0
+    ref_rejected: float = 0.0
+
+
+def encode_pairs(
+    records: Iterable[Record],
+    tokenizer: PreTrainedTokenizerBase,
+    chosen: str,
+    rejected: str,
+    max_length: int,
+) -> tuple[list[PairExample], int]:
+    """Pairs in the layout MEET and generation use; pairs whose prompt plus longer response
+    exceed ``max_length`` are dropped (and counted), as for the other recipes."""
+    examples, dropped = [], 0
+    for record in records:
+        prompt = prompt_ids(tokenizer, record.chat)
+        good = response_ids(tokenizer, record.responses[chosen])
+        bad = response_ids(tokenizer, record.responses[rejected])
+        if len(prompt) + max(len(good), len(bad)) > max_length:
+            dropped += 1
+        else:
+            examples.append(PairExample(prompt, good, bad))
+    return examples, dropped
+
+
+PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
+
+
+def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """One row per pair, ``[prompt][chosen][rejected]``, both responses positioned right after
+    the prompt; ``segment_ids`` tell the attention mask which tokens see which.
+
+    ``source``/``targets``/``owner`` list every response token: the flat position of the
+    hidden state that predicts it, the token, and its sequence (2i chosen, 2i + 1 rejected).
+    """
+    width = max(len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in examples)
+    ids, positions, segments, source, targets, owner = [], [], [], [], [], []
+    for row, e in enumerate(examples):
+        p, c, r = len(e.prompt_ids), len(e.chosen_ids), len(e.rejected_ids)
+        pad = width - p - c - r
+        ids.append(e.prompt_ids + e.chosen_ids + e.rejected_ids + [pad_id] * pad)
+        positions.append([*range(p + c), *range(p, p + r), *[0] * pad])
+        segments.append([PROMPT] * p + [CHOSEN] * c + [REJECTED] * r + [PAD] * pad)
+        base = row * width
+        # the last prompt position predicts the first token of both responses
+        source += [base + p - 1, *range(base + p, base + p + c - 1)]
+        source += [base + p - 1, *range(base + p + c, base + p + c + r - 1)]
+        targets += e.chosen_ids + e.rejected_ids
+        owner += [2 * row] * c + [2 * row + 1] * r
+    return {
+        "input_ids": torch.tensor(ids),
+        "position_ids": torch.tensor(positions),
+        "segment_ids": torch.tensor(segments),
+        "source": torch.tensor(source),
+        "targets": torch.tensor(targets),
+        "owner": torch.tensor(owner),
+        "response_lengths": torch.tensor(
+            [[len(e.chosen_ids), len(e.rejected_ids)] for e in examples]
+        ),
+        "ref_logps": torch.tensor([[e.ref_chosen, e.ref_rejected] for e in examples]),
+    }
+
+
+def pair_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dtype) -> torch.Tensor:
+    """4D mask: causal, and a response sees the prompt and itself, never the other response.
+
+    Padding queries see the prompt (never an empty row, which would give NaN). ``sdpa``
+    takes the boolean mask; other implementations get it additive in the model's dtype.
+    """
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(
+            f"DPO's shared-prompt forward needs a 4D attention mask, which {attn_implementation!r}"
+            " attention does not take; load the model with attn_implementation='sdpa'"
+        )
+    width = segment_ids.shape[1]
+    index = torch.arange(width, device=segment_ids.device)
+    query, key = segment_ids[:, :, None], segment_ids[:, None, :]
+    allowed = (index[None, :] <= index[:, None]) & ((key == PROMPT) | (key == query)) & (key != PAD)
+    allowed = allowed[:, None]
+    if attn_implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
+def pair_logps(
+    model: ControlledLM,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    segment_ids: torch.Tensor,
+    source: torch.Tensor,
+    targets: torch.Tensor,
+    owner: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of the chosen and of the rejected responses, each prompt run once."""
+    config = model.config
+    embeds = model.embed(input_ids)
+    mask = pair_attention_mask(segment_ids, config._attn_implementation, embeds.dtype)
+    hidden = (
+        model.base.get_decoder()(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
+        )
+        .last_hidden_state.flatten(0, 1)
+        .index_select(0, source)
+    )
+    logits = model.base.get_output_embeddings()(hidden).float()
+    logps = -F.cross_entropy(logits, targets, reduction="none")
+    sums = torch.zeros(2 * input_ids.shape[0], dtype=logps.dtype, device=logps.device)
+    sums = sums.index_add(0, owner, logps)
+    return sums[0::2], sums[1::2]

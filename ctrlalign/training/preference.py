@@ -1,0 +1,293 @@
+"""Fitting a model to (chosen, rejected) pairs with a preference objective: DPO and kin.
+
+Shared by the ``dpo`` and ``clm`` recipes. Why it is built this way, on CPU where matrix
+products are the whole cost:
+
+- The reference model is the frozen starting model, and its log-probs are computed once,
+  before training, and cached with each pair (and on disk, for resume): no second copy of
+  the weights, no reference forward per step. With LoRA the reference is the same network
+  with the adapter disabled; for CLM the identity layer skipped. A reference-free objective
+  (SimPO) skips that pass.
+- Each pair runs its prompt once (``model.pairs``: both responses in one row under a 4D
+  mask), and logits are computed only where a response token is predicted.
+
+Batches use the Trainer through ``ControlTrainer``/``run_stage``, so checkpoints hold only
+the trainable tensors and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ctrlalign.data import PreferenceData
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.pairs import PAIR_INPUTS, PairExample, collate_pairs, encode_pairs, pair_logps
+from ctrlalign.training.config import TrainConfig
+from ctrlalign.training.objectives import PAIR_OBJECTIVES, PairHyper, PairLogps
+from ctrlalign.training.stage import ControlTrainer, data_metrics, run_stage, training_arguments
+
+log = logging.getLogger(__name__)
+REFERENCE_FILE = "reference_logps.safetensors"
+
+
+def reference(model: ControlledLM) -> contextlib.AbstractContextManager:
+    """The frozen starting model inside this block: CLM layer skipped, LoRA disabled, or
+    (full fine-tuning, before the first step) the model itself."""
+    if model.clm is not None:
+        return model.clm.rows(False)
+    if isinstance(model.lm, PeftModel):
+        return model.lm.disable_adapter()
+    return contextlib.nullcontext()
+
+
+def pairs_fingerprint(examples: Sequence[PairExample]) -> str:
+    digest = hashlib.sha1()
+    for e in examples:
+        digest.update(repr((e.prompt_ids, e.chosen_ids, e.rejected_ids)).encode())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def with_reference_logps(
+    model: ControlledLM,
+    examples: list[PairExample],
+    pad_id: int,
+    batch_size: int = 8,
+    cache_file: Path | None = None,
+) -> list[PairExample]:
+    """Attach the reference log-probs to every pair; one no-grad pass, cached on disk."""
+    key = pairs_fingerprint(examples)
+    if cache_file is not None and cache_file.is_file():
+        stored = load_file(str(cache_file))
+        if key in stored:
+            return [
+                replace(e, ref_chosen=float(c), ref_rejected=float(r))
+                for e, (c, r) in zip(examples, stored[key].tolist(), strict=True)
+            ]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    refs = []
+    with reference(model):
+        for start in range(0, len(examples), batch_size):
+            batch = collate_pairs(examples[start : start + batch_size], pad_id)
+            chosen, rejected = pair_logps(model, *(batch[k].to(device) for k in PAIR_INPUTS))
+            refs.append(torch.stack([chosen, rejected], -1).cpu())
+    model.train(was_training)
+    table = torch.cat(refs) if refs else torch.zeros(0, 2)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        stored = load_file(str(cache_file)) if cache_file.is_file() else {}
+        # written aside and renamed: processes of a distributed run write the same values
+        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+        save_file({**stored, key: table.contiguous()}, str(tmp))
+        os.replace(tmp, cache_file)
+    return [
+        replace(e, ref_chosen=float(c), ref_rejected=float(r))
+        for e, (c, r) in zip(examples, table.tolist(), strict=True)
+    ]
+
+
+class DPOObjective(nn.Module):
+    """A preference loss (DPO, IPO, SimPO: ``PAIR_OBJECTIVES``) of a ``ControlledLM`` on a
+    pair batch, as one module the Trainer steps. Per-batch reward statistics are kept for
+    ``PairTrainer`` to log."""
+
+    #: the loss is a mean over pairs, so the Trainer must divide by accumulation steps
+    accepts_loss_kwargs = False
+
+    def __init__(
+        self,
+        model: ControlledLM,
+        beta: float = 0.1,
+        loss_type: str = "sigmoid",
+        label_smoothing: float = 0.0,
+        simpo_gamma: float = 0.5,
+    ):
+        super().__init__()
+        self.model = model
+        self.objective = PAIR_OBJECTIVES[loss_type]
+        self.hyper = PairHyper(beta, label_smoothing, simpo_gamma)
+        self.stats: dict[str, list[float]] = defaultdict(list)
+
+    @property
+    def beta(self) -> float:
+        return self.hyper.beta
+
+    def forward(
+        self,
+        ref_logps: torch.Tensor,
+        response_lengths: torch.Tensor,
+        **batch: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        chosen, rejected = pair_logps(self.model, *(batch[k] for k in PAIR_INPUTS))
+        policy, ref = self.logps(chosen, rejected, ref_logps, response_lengths)
+        losses = self.objective.loss(policy, ref, self.hyper)
+        self._record(policy, ref)
+        return {"loss": losses.mean(), "chosen_logps": chosen, "rejected_logps": rejected}
+
+    def logps(
+        self,
+        chosen: torch.Tensor,
+        rejected: torch.Tensor,
+        ref_logps: torch.Tensor,
+        response_lengths: torch.Tensor,
+    ) -> tuple[PairLogps, PairLogps | None]:
+        """Policy and reference log-probs (``ref_logps`` B x 2 as chosen, rejected)."""
+        lengths = response_lengths.to(chosen.device)
+        policy = PairLogps(chosen, rejected, lengths[:, 0], lengths[:, 1])
+        if self.objective.reference_free:
+            return policy, None
+        ref_logps = ref_logps.to(chosen.dtype)
+        return policy, PairLogps(ref_logps[:, 0], ref_logps[:, 1], lengths[:, 0], lengths[:, 1])
+
+    def pair_losses(
+        self,
+        chosen: torch.Tensor,
+        rejected: torch.Tensor,
+        ref_logps: torch.Tensor,
+        response_lengths: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per-pair loss from policy and reference log-probs."""
+        policy, ref = self.logps(chosen, rejected, ref_logps, response_lengths)
+        return self.objective.loss(policy, ref, self.hyper)
+
+    def rewards(self, policy: PairLogps, ref: PairLogps | None) -> tuple[torch.Tensor, ...]:
+        """The objective's implicit (chosen, rejected) rewards."""
+        return self.objective.rewards(policy, ref, self.hyper)
+
+    @torch.no_grad()
+    def _record(self, policy: PairLogps, ref: PairLogps | None) -> None:
+        good, bad = self.rewards(policy, ref)
+        for name, value in (
+            ("rewards/chosen", good.mean()),
+            ("rewards/rejected", bad.mean()),
+            ("rewards/accuracies", (good > bad).float().mean()),
+            ("rewards/margins", (good - bad).mean()),
+            ("logps/chosen", policy.chosen.mean()),
+            ("logps/rejected", policy.rejected.mean()),
+        ):
+            self.stats[name].append(float(value))
+
+    def pop_stats(self) -> dict[str, float]:
+        out = {k: round(sum(v) / len(v), 4) for k, v in self.stats.items() if v}
+        self.stats.clear()
+        return out
+
+
+class PairTrainer(ControlTrainer):
+    """Adds DPO's reward accuracy, margins and log-probs to each training log line."""
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        objective = self.accelerator.unwrap_model(self.model)
+        if "loss" in logs and isinstance(objective, DPOObjective):
+            logs = {**logs, **objective.pop_stats()}
+        super().log(logs, *args, **kwargs)
+
+
+@torch.no_grad()
+def evaluate_pairs(
+    objective: DPOObjective, examples: list[PairExample], pad_id: int, batch_size: int = 8
+) -> dict[str, float]:
+    """Held-out loss, reward accuracy and margin (reference log-probs attached when the
+    objective needs them)."""
+    was_training = objective.training
+    objective.eval()
+    device = next(objective.parameters()).device
+    losses, margins = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = {
+            k: v.to(device)
+            for k, v in collate_pairs(examples[start : start + batch_size], pad_id).items()
+        }
+        chosen, rejected = pair_logps(objective.model, *(batch[k] for k in PAIR_INPUTS))
+        policy, ref = objective.logps(
+            chosen, rejected, batch["ref_logps"], batch["response_lengths"]
+        )
+        losses.append(objective.objective.loss(policy, ref, objective.hyper))
+        good, bad = objective.rewards(policy, ref)
+        margins.append(good - bad)
+    objective.train(was_training)
+    margin = torch.cat(margins)
+    return {
+        "eval_loss": round(float(torch.cat(losses).mean()), 5),
+        "eval_reward_accuracy": round(float((margin > 0).float().mean()), 4),
+        "eval_reward_margin": round(float(margin.mean()), 5),
+    }
+
+
+def fit_pairs(
+    config: TrainConfig,
+    model: ControlledLM,
+    tokenizer: PreTrainedTokenizerBase,
+    params: list[nn.Parameter],
+    train_data: PreferenceData,
+    eval_data: PreferenceData,
+) -> dict:
+    """Encode, attach reference log-probs (unless the objective is reference-free), train
+    ``params`` with the objective of ``--loss-type``, evaluate."""
+    run_dir = Path(config.output)
+    pad = tokenizer.pad_token_id
+    chosen, rejected = train_data.chosen, train_data.rejected
+    train_pairs, dropped = encode_pairs(
+        train_data.records, tokenizer, chosen, rejected, config.max_length
+    )
+    eval_pairs, eval_dropped = encode_pairs(
+        eval_data.records, tokenizer, chosen, rejected, config.max_length
+    )
+    eval_pairs = eval_pairs[: config.max_eval_examples]
+    if not train_pairs:
+        raise ValueError(f"no training pair fits in max_length={config.max_length} tokens")
+    log.info(
+        "%d training pairs (%d dropped: longer than %d tokens), %d held out",
+        len(train_pairs),
+        dropped,
+        config.max_length,
+        len(eval_pairs),
+    )
+    stage_dir = run_dir / "checkpoints" / "second"
+    args = training_arguments(config, stage_dir, lr=config.lr_second, epochs=config.epochs)
+    started = time.time()
+    cache = run_dir / "checkpoints" / REFERENCE_FILE
+    # on the training device, under the training precision, so step 0 has zero log-ratios
+    model.to(args.device)
+    if not PAIR_OBJECTIVES[config.loss_type].reference_free:
+        with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            train_pairs = with_reference_logps(
+                model, train_pairs, pad, config.micro_batch_size, cache
+            )
+            eval_pairs = with_reference_logps(
+                model, eval_pairs, pad, config.micro_batch_size, cache
+            )
+    metrics = data_metrics(len(train_pairs), len(eval_pairs), dropped + eval_dropped, train_data)
+    metrics["reference_seconds"] = round(time.time() - started, 1)
+    objective = DPOObjective(
+        model, config.beta, config.loss_type, config.label_smoothing, config.simpo_gamma
+    )
+    metrics["stages"]["second"] = run_stage(
+        objective,
+        params,
+        stage_dir,
+        args,
+        train_pairs,
+        partial(collate_pairs, pad_id=pad),
+        trainer_cls=PairTrainer,
+    )
+    if eval_pairs:
+        metrics.update(evaluate_pairs(objective, eval_pairs, pad, config.micro_batch_size))
+    return metrics
