@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def select_records(args: argparse.Namespace, tokenizer):
     """The first HH-RLHF records whose prompt + longer response fits in max_length."""
     from ctrlalign.data import load_preference_data
-    from ctrlalign.training.dpo import encode_pairs
+    from ctrlalign.model.pairs import encode_pairs
 
     data = load_preference_data(f"hh-rlhf:{args.data}")
     wanted = (args.warmup + args.steps) * args.batch
@@ -171,16 +172,10 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
 
 def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     from ctrlalign.model.controlled_lm import ControlledLM
-    from ctrlalign.model.layout import ExampleDataset
     from ctrlalign.model.loading import load_model
+    from ctrlalign.model.pairs import collate_pairs, encode_pairs
     from ctrlalign.training.config import TrainConfig
-    from ctrlalign.training.dpo import (
-        DPOObjective,
-        PairCollator,
-        PairTrainer,
-        encode_pairs,
-        with_reference_logps,
-    )
+    from ctrlalign.training.preference import DPOObjective, PairTrainer, with_reference_logps
     from ctrlalign.training.stage import run_stage, training_arguments
 
     lm, tokenizer = load_model(args.model)
@@ -223,8 +218,8 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
         params,
         stage_dir,
         targs,
-        ExampleDataset(pairs),
-        PairCollator(tokenizer.pad_token_id),
+        pairs,
+        partial(collate_pairs, pad_id=tokenizer.pad_token_id),
         trainer_cls=BenchTrainer,
     )
     info = {

@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -143,10 +144,15 @@ def select_records(args: argparse.Namespace, tokenizer):
 def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMeter, dict]:
     from ctrlalign.model.controlled_lm import ControlledLM
     from ctrlalign.model.controls import build_control
-    from ctrlalign.model.layout import Collator, ExampleDataset, encode_records
+    from ctrlalign.model.layout import collate, encode_records
     from ctrlalign.model.loading import load_model
     from ctrlalign.training.config import TrainConfig
-    from ctrlalign.training.stage import ControlTrainer, run_stage, training_arguments
+    from ctrlalign.training.stage import (
+        ConditionalLMObjective,
+        ControlTrainer,
+        run_stage,
+        training_arguments,
+    )
 
     kind, stage = OURS[name]
     first = stage == "first"
@@ -197,12 +203,12 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
             instrument(self, meter)
 
     metrics = run_stage(
-        model,
+        ConditionalLMObjective(model),
         params,
         out_dir / "checkpoints" / stage,
         targs,
-        ExampleDataset(encoded.examples),
-        Collator(tokenizer.pad_token_id),
+        encoded.examples,
+        partial(collate, pad_id=tokenizer.pad_token_id),
         trainer_cls=BenchTrainer,
     )
     for handle in handles:

@@ -329,3 +329,37 @@ def test_three_level_scores_run_trains_and_generates_every_level(
         )
         alone = [json.loads(line)["response"] for line in single.read_text().splitlines()]
         assert alone == [r["response"] for r in rows if r["preference"] == level]
+
+
+def test_mapping_and_list_flags_parse_into_the_config(capsys):
+    """Optional dict/list fields get their parsers (``--prompt-texts`` once fell back to str)."""
+    from ctrlalign.cli import build_parser
+    from ctrlalign.cli.flags import config_from_args
+    from ctrlalign.training.config import TrainConfig
+
+    argv = [
+        "train",
+        "--data", "pairwise:x.jsonl",
+        "--output", "out",
+        "--prompt-texts", "good=A good summary is,bad=A bad summary is",
+        "--preferences", "good, bad",
+        "--lora-alpha", "16",
+    ]  # fmt: skip
+    config = config_from_args(build_parser().parse_args(argv), TrainConfig)
+    assert config.prompt_texts == {"good": "A good summary is", "bad": "A bad summary is"}
+    assert config.preferences == ["good", "bad"]
+    assert config.lora_alpha == 16
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv[:5], "--prompt-texts", "good"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--prompt-texts" in err and "key=value" in err
+
+
+def test_every_train_flag_has_help():
+    from ctrlalign.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    train = sub.choices["train"]
+    missing = [a.option_strings[0] for a in train._actions if a.option_strings and not a.help]
+    assert missing == []

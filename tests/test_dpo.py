@@ -3,9 +3,11 @@ hand computations, the frozen reference, and the pointwise-data error."""
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 from safetensors.torch import load_file
 from trl import DPOConfig, DPOTrainer
@@ -17,7 +19,7 @@ from ctrlalign.model.loading import load_model
 from ctrlalign.model.pairs import PAIR_INPUTS, PairExample, collate_pairs, encode_pairs, pair_logps
 from ctrlalign.model.rundir import load_run
 from ctrlalign.training import train_any
-from ctrlalign.training.objectives import dpo_sigmoid_loss, ipo_loss
+from ctrlalign.training.objectives import dpo_sigmoid_loss, ipo_loss, simpo_loss
 from ctrlalign.training.preference import (
     REFERENCE_FILE,
     DPOObjective,
@@ -147,6 +149,51 @@ def test_label_smoothing_and_ipo_against_hand_computation():
         beta,
     )
     assert got_ipo.item() == pytest.approx(expected_ipo, rel=1e-6)
+
+
+def test_simpo_against_hand_computation():
+    """SimPO (Meng et al., Eq. 6): -log sigmoid(beta * (pc / lc - pr / lr) - gamma)."""
+    pc, pr, lc, lr = -10.0, -12.0, 4, 7
+    beta, gamma = 2.0, 0.5
+    z = beta * (pc / lc - pr / lr) - gamma
+    expected = math.log1p(math.exp(-z))
+    got = simpo_loss(
+        torch.tensor([pc]), torch.tensor([pr]), torch.tensor([lc]), torch.tensor([lr]), beta, gamma
+    )
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_simpo_objective_ignores_the_reference(policy_and_reference):
+    """Reference-free: the loss on a batch is the same whatever reference log-probs it holds,
+    and equals the hand formula on the policy's own length-averaged log-probs."""
+    lm, _, tokenizer = policy_and_reference
+    pad = tokenizer.pad_token_id
+    objective = DPOObjective(ControlledLM(lm), beta=2.0, loss_type="simpo", simpo_gamma=0.5)
+    pairs = random_pairs()
+    noisy = [replace(p, ref_chosen=-3.0 * i, ref_rejected=7.0) for i, p in enumerate(pairs)]
+    with torch.no_grad():
+        out = objective(**collate_pairs(pairs, pad))
+        out_noisy = objective(**collate_pairs(noisy, pad))
+    assert out_noisy["loss"].item() == out["loss"].item()
+    lengths = torch.tensor([[len(p.chosen_ids), len(p.rejected_ids)] for p in pairs])
+    z = 2.0 * (out["chosen_logps"] / lengths[:, 0] - out["rejected_logps"] / lengths[:, 1]) - 0.5
+    expected = -torch.nn.functional.logsigmoid(z).mean()
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_simpo_run_skips_the_reference_pass(train_config, pairwise_file, tmp_path):
+    config = train_config(
+        f"pairwise:{pairwise_file}",
+        tmp_path / "run",
+        "dpo",
+        loss_type="simpo",
+        max_steps=1,
+        keep_checkpoints=True,
+    )
+    run_dir = train_any(config)
+    assert not (run_dir / "checkpoints" / REFERENCE_FILE).exists()
+    assert yaml.safe_load((run_dir / "run.yaml").read_text())["loss_type"] == "simpo"
+    assert load_run(run_dir).info["method"] == "dpo"
 
 
 def test_objective_uses_label_smoothing(policy_and_reference):
