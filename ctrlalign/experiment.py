@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from ctrlalign.data.io import output_lock, write_atomic
 from ctrlalign.evaluation.eval_data import load_eval_set
 from ctrlalign.evaluation.judges import (
     JudgeOptions,
@@ -236,22 +237,22 @@ def run_experiment(
     _check_before_training(spec, judge_specs, output, options)
     done = {name: _check_done_run(name, config) for name, config in configs.items()}
 
-    output.mkdir(parents=True, exist_ok=True)
-    resolved = {**spec, "judges": judge_specs, "scale": scale, "source": str(path)}
-    (output / "experiment.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    order = [spec["baseline"], *(name for name in configs if name != spec["baseline"])]
-    for number, name in enumerate(order, start=1):
-        if done[name]:
-            log.info("[%d/%d] %s: already trained, skipped", number, len(order), name)
-            continue
-        log.info("[%d/%d] training %s (%s)", number, len(order), name, configs[name].method)
-        train_any(configs[name])
-    if uses_trained_rm and not is_trained(rm_config.output):
-        log.info("training the reward-model judge into %s", rm_config.output)
-        train_reward_model(rm_config)
+    with output_lock(output):
+        resolved = {**spec, "judges": judge_specs, "scale": scale, "source": str(path)}
+        write_atomic(output / "experiment.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        order = [spec["baseline"], *(name for name in configs if name != spec["baseline"])]
+        for number, name in enumerate(order, start=1):
+            if done[name]:
+                log.info("[%d/%d] %s: already trained, skipped", number, len(order), name)
+                continue
+            log.info("[%d/%d] training %s (%s)", number, len(order), name, configs[name].method)
+            train_any(configs[name])
+        if uses_trained_rm and not is_trained(rm_config.output):
+            log.info("training the reward-model judge into %s", rm_config.output)
+            train_reward_model(rm_config)
 
-    runs = {name: configs[name].output for name in order[1:]}
-    baseline = (spec["baseline"], configs[spec["baseline"]].output)
-    plan = prepare(runs, baseline, spec["data"]["eval"], judge_specs, output, options)
-    plan.notes += notes
-    return run(plan)
+        runs = {name: configs[name].output for name in order[1:]}
+        baseline = (spec["baseline"], configs[spec["baseline"]].output)
+        plan = prepare(runs, baseline, spec["data"]["eval"], judge_specs, output, options)
+        plan.notes += notes
+        return run(plan)

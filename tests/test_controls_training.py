@@ -145,3 +145,19 @@ def test_eval_loss_scores_at_most_max_eval_examples(
     assert metrics["eval_examples"] > 3
     assert scored == [3]
     assert metrics["eval_loss"] > 0
+
+
+def test_token_control_keeps_the_tokenizers_extra_special_tokens():
+    """A chat tokenizer's extra special tokens (Qwen's <|im_start|> style) stay special
+    after the control tokens are added, so decoded answers never show them."""
+    from ctrlalign.model.controls import build_control
+    from ctrlalign.model.loading import load_model
+
+    lm, tokenizer = load_model("tiny")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_sep|>"]})
+    special = set(tokenizer.all_special_tokens)
+    assert "<|im_sep|>" in special
+    build_control("token", ["good", "bad"]).attach(lm, tokenizer)
+    assert special | {"<|ctrl:good|>", "<|ctrl:bad|>"} == set(tokenizer.all_special_tokens)
+    ids = tokenizer("<|im_sep|>Hi<|ctrl:good|> there", add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "Hi there"

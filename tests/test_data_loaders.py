@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -15,9 +16,14 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def shared(relative: str) -> Path:
+    """A real data slice; absent, the test skips, or fails where CI sets
+    ``CTRLALIGN_REQUIRE_SHARED_DATA=1`` (so a CI without the data cannot pass on less)."""
     path = DATA / relative
     if not path.is_file():
-        pytest.skip(f"real data slice {relative} absent: expected under {DATA.resolve()}")
+        message = f"real data slice {relative} absent: expected under {DATA.resolve()}"
+        if os.environ.get("CTRLALIGN_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
     return path
 
 

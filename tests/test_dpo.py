@@ -25,9 +25,10 @@ from ctrlalign.training.preference import (
     DPOObjective,
     pairs_fingerprint,
     reference,
+    reference_context,
     with_reference_logps,
 )
-from ctrlalign.training.stage import load_splits
+from ctrlalign.training.stage import load_splits, training_arguments
 
 
 def random_pairs(n: int = 3, seed: int = 0) -> list[PairExample]:
@@ -55,7 +56,7 @@ def trl_trainer(lm, ref, tokenizer, loss_type: str, tmp_path) -> DPOTrainer:
     args = DPOConfig(
         output_dir=str(tmp_path / "trl"),
         bf16=False,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         use_cpu=True,
         report_to="none",
         beta=0.1,
@@ -235,7 +236,10 @@ def test_dpo_step_moves_policy_and_leaves_reference_untouched(
         trained = torch.stack(pair_logps(run.model, *inputs), -1)
     assert (trained - start).abs().max() > 1e-3, "the policy did not move"
     # the reference the loss used: log-probs of the starting model, cached before step 1
-    cached = load_file(str(run_dir / "checkpoints" / REFERENCE_FILE))[pairs_fingerprint(pairs)]
+    # keyed by the token ids and what else decides the values (model content, precision)
+    args = training_arguments(config, tmp_path / "args", lr=config.lr_second, epochs=1)
+    key = pairs_fingerprint(pairs, reference_context(config, args))
+    cached = load_file(str(run_dir / "checkpoints" / REFERENCE_FILE))[key]
     torch.testing.assert_close(cached, start, atol=1e-4, rtol=0)
     if use_lora:  # the reference is the same network with its adapter disabled
         with torch.no_grad(), reference(run.model):

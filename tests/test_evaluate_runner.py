@@ -197,3 +197,37 @@ def test_cli_reports_bad_input_as_an_error(setup, tmp_path, capsys):
     assert main(args) == 2
     assert "is not a run directory" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_kill_9_mid_evaluation_then_the_same_command_gives_the_same_report(setup, tmp_path):
+    """A real SIGKILL before the second batch of answers: the rerun generates only what is
+    missing and writes the report an uninterrupted evaluation writes."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def evaluate_argv(out):
+        args = ["evaluate", "--runs", str(setup["runs"]["lora-r1"]), "--baseline"]
+        args += [str(setup["runs"]["coh"]), "--data", setup["eval"], "--judge"]
+        args += [f"rm:{setup['rm']}", "--temperatures", "0,1", "--max-new-tokens", "4"]
+        return [*args, "--batch-size", "2", "--output", str(out)]
+
+    def ctrlalign(argv, kill=None):
+        prefix = [str(here / "kill_at.py"), *kill, "--"] if kill else ["-m", "ctrlalign.cli"]
+        command = [sys.executable, *prefix, *argv]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+    reference = ctrlalign(evaluate_argv(tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "killed"
+    killed = ctrlalign(evaluate_argv(out), kill=("generate", "3"))
+    assert killed.returncode == -9, killed.stderr
+    assert not (out / "winrates.md").exists()
+    rerun = ctrlalign(evaluate_argv(out))
+    assert rerun.returncode == 0, rerun.stderr
+    for name in ("winrates.csv", "winrates.md"):
+        assert (out / name).read_text() == (tmp_path / "reference" / name).read_text(), name

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from ctrlalign.cli import alpha_sweep, evaluate, experiment, generate, serve, train, train_rm
+from ctrlalign.data.io import OutputLocked
 from ctrlalign.data.records import DataError
 
 COMMANDS = (train, generate, alpha_sweep, serve, train_rm, evaluate, experiment)
@@ -50,3 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ValueError, FileNotFoundError) as err:
         print(f"ctrlalign {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OutputLocked as err:
+        print(f"ctrlalign {args.command}: error: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:  # a full disk, a lost mount: what was written before stays whole
+        if args.verbose:
+            raise
+        print(f"ctrlalign {args.command}: error: {err}", file=sys.stderr)
+        return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -54,7 +55,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
         elif typing.get_origin(value) is dict:
             kwargs["type"] = parse_mapping
             kwargs["metavar"] = "KEY=VALUE,..."
-        elif value in (int, float, str):
+        elif value is float:
+            kwargs["type"] = finite_float
+        elif value in (int, str):
             kwargs["type"] = value
         else:
             raise TypeError(f"{config_cls.__name__}.{f.name}: no flag parser for {value}")
@@ -85,10 +88,21 @@ def usage_errors(parse: Callable[[str], object]) -> Callable[[str], object]:
     return parser
 
 
+def finite_float(text: str) -> float:
+    """A number; ``nan`` and ``inf``, which ``float`` accepts, are usage errors too."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def parse_floats(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
+        return [finite_float(x) for x in text.split(",") if x.strip()]
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected numbers like 0,0.5,1, got {text!r}") from None
 
 
@@ -102,8 +116,8 @@ def parse_band(text: str) -> tuple[float, float]:
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     """Decoding flags shared by ``generate`` and ``alpha-sweep``."""
     parser.add_argument("--max-new-tokens", type=int, default=128, help="cap on new tokens")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    parser.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=finite_float, default=1.0, help="nucleus sampling mass")
     parser.add_argument("--batch-size", type=int, default=8, help="rows decoded together")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ctrlalign.cli.flags import finite_float
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -18,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-batch-size", type=int, default=16, help="requests per batch")
     parser.add_argument(
         "--batch-wait-ms",
-        type=float,
+        type=finite_float,
         default=20.0,
         help="how long a batch waits for more requests before it starts",
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -59,6 +61,51 @@ def atomic_dir(target: Path, fill: Callable[[Path], None]) -> Path:
     return target
 
 
+LOCK_FILE = ".lock"
+
+
+class OutputLocked(RuntimeError):
+    """Another live process writes to the same output folder."""
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold ``folder`` for this process alone while the block runs.
+
+    An OS lock (``flock``) on ``folder/.lock``: the kernel drops it when the process dies,
+    however it dies, so a SIGKILL leaves no stale lock to clear by hand. A second process
+    fails at once, naming the holder's PID. A folder this call created and the block left
+    holding nothing but the lock file (it failed before writing) is removed again, so a
+    refused command leaves no trace.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole block)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise OutputLocked(
+                f"{folder} is in use by another ctrlalign process (PID {holder}); wait for it "
+                "to finish or choose another output folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield folder
+        finally:
+            if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+                shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        handle.close()
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
@@ -68,8 +115,13 @@ def read_prompts(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err})") from None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    # split("\n"), not splitlines(): JSON strings may hold raw U+2028 and similar breaks
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -213,11 +213,12 @@ def _file_rows(path: Path) -> list[_Row]:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     try:
+        # utf-8-sig: a byte-order mark (as Windows editors write) is read as nothing
         if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8") as stream:
+            with gzip.open(path, "rt", encoding="utf-8-sig") as stream:
                 text = stream.read()
         else:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read ({error})") from error
     rows = _json_list(path, text) if text.lstrip().startswith("[") else _json_lines(path, text)

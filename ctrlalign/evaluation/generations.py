@@ -130,6 +130,11 @@ class GenerationStore:
                 loaded.model, loaded.tokenizer, [r.chat for r in batch], run.preference, config
             )
             path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a+b") as handle:
+                # a kill mid-line leaves a torn last line (skipped when read); end it, so
+                # this batch's first row does not run on from it
+                if handle.tell() and (handle.seek(-1, 2), handle.read(1))[1] != b"\n":
+                    handle.write(b"\n")
             with path.open("a", encoding="utf-8") as handle:
                 for record, text in zip(batch, texts, strict=True):
                     key = prompt_key(record)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctrlalign.data import DataError
+from ctrlalign.data.io import output_lock
 from ctrlalign.data.records import judge_prompt
 from ctrlalign.evaluation.eval_data import EvalSet, load_eval_set, training_prompts
 from ctrlalign.evaluation.generations import (
@@ -236,5 +237,8 @@ def evaluate(
     output: str | Path,
     options: EvalOptions | None = None,
 ) -> Path:
-    """``prepare`` then ``run``: the whole of ``ctrlalign evaluate``."""
-    return run(prepare(runs, baseline, data, judges, output, options))
+    """``prepare`` then ``run``: the whole of ``ctrlalign evaluate``, holding ``output``
+    against a second process (``output_lock``) while it writes."""
+    plan = prepare(runs, baseline, data, judges, output, options)
+    with output_lock(plan.output):
+        return run(plan)

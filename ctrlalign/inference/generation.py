@@ -145,7 +145,7 @@ def _generate_batch(
     mask = batch["attention_mask"]
     embeds = model.embed(batch["input_ids"], batch["prefix_mask"], batch["preference_ids"])
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    cache = {model.cache_argument: DynamicCache()}
     out = [[] for _ in rows]
     done = torch.zeros(len(rows), dtype=torch.bool, device=device)
     for step in range(int(limits.max())):
@@ -154,9 +154,9 @@ def _generate_batch(
                 inputs_embeds=embeds,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **cache,
             )
             .logits[:, -1]
             .float()

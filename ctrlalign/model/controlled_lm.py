@@ -8,6 +8,7 @@ computes log-probs, never a loss: the objectives that train it live in ``trainin
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import torch
 from peft import PeftModel
@@ -33,6 +34,14 @@ class ControlledLM(nn.Module):
     @property
     def config(self):
         return self.base.config
+
+    @property
+    def cache_argument(self) -> str:
+        """The keyword the LM's forward takes its KV cache by: ``cache`` on transformers
+        versions that renamed ``past_key_values`` (deprecated there, removed in 5.40), the
+        old name on those that did not."""
+        forward = inspect.signature(type(self.base).forward).parameters
+        return "cache" if "cache" in forward else "past_key_values"
 
     @property
     def clm(self) -> IdentityLayer | None:

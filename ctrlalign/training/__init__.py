@@ -9,15 +9,22 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from ctrlalign.training import guard
 from ctrlalign.training.config import METHODS, RewardModelConfig, TrainConfig
 
 
 def train_any(config: TrainConfig) -> Path:
-    """Train ``config.method`` into ``config.output``; returns the run directory."""
+    """Train ``config.method`` into ``config.output``; returns the run directory.
+
+    The output is claimed first (``guard``): one process at a time, and a rerun resumes
+    only the run of the same settings; a finished one is returned as it is.
+    """
     if config.method not in METHODS:
         raise ValueError(f"unknown method {config.method!r}; choose one of {', '.join(METHODS)}")
+    config.validate()
     recipe = importlib.import_module(f"ctrlalign.training.{METHODS[config.method].recipe}")
-    return recipe.train(config)
+    with guard.claim(config) as finished:
+        return Path(config.output) if finished else recipe.train(config)
 
 
 __all__ = ["METHODS", "RewardModelConfig", "TrainConfig", "train_any"]

@@ -136,6 +136,9 @@ class TrainConfig(ConfigBase):
     save_steps: int = option(50, "write a resumable checkpoint every N optimiser steps")
     logging_steps: int = option(5, "log the loss every N optimiser steps")
     keep_checkpoints: bool = option(False, "keep checkpoints/ after the run is saved")
+    overwrite: bool = option(
+        False, "clear --output first (a rerun with other settings is refused without it)"
+    )
     beta: float = option(0.1, "dpo/clm: KL strength (tau for IPO, reward scale for SimPO)")
     loss_type: str = option("sigmoid", "dpo/clm: sigmoid (DPO), ipo or simpo (no reference)")
     label_smoothing: float = option(
@@ -168,6 +171,9 @@ class TrainConfig(ConfigBase):
             raise ValueError("no run directory: pass --output DIR")
         if self.max_eval_examples < 1:
             raise ValueError(f"--max-eval-examples must be >= 1, got {self.max_eval_examples}")
+        # transformers reads warmup_steps below 1 as a share of the steps, 1 and up as a count
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         self._check_batch()
         if self.control_kind == "prompt" and "first" in self.stage_list:
             raise ValueError("prompt controls have nothing to train in the first step")

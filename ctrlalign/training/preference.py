@@ -32,12 +32,13 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from ctrlalign.data import PreferenceData
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.pairs import PAIR_INPUTS, PairExample, collate_pairs, encode_pairs, pair_logps
 from ctrlalign.training.config import TrainConfig
+from ctrlalign.training.guard import fingerprint
 from ctrlalign.training.objectives import PAIR_OBJECTIVES, PairHyper, PairLogps
 from ctrlalign.training.stage import ControlTrainer, data_metrics, run_stage, training_arguments
 
@@ -55,11 +56,19 @@ def reference(model: ControlledLM) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def pairs_fingerprint(examples: Sequence[PairExample]) -> str:
-    digest = hashlib.sha1()
+def pairs_fingerprint(examples: Sequence[PairExample], context: str = "") -> str:
+    """The cache key of a pair set's reference log-probs: its token ids, plus ``context``
+    (what else decides the values: the model and its precision)."""
+    digest = hashlib.sha1(context.encode())
     for e in examples:
         digest.update(repr((e.prompt_ids, e.chosen_ids, e.rejected_ids)).encode())
     return digest.hexdigest()
+
+
+def reference_context(config: TrainConfig, args: TrainingArguments) -> str:
+    """What the reference log-probs depend on besides the token ids: the model (by content
+    fingerprint, so a changed local model never reuses old values), its dtype, LoRA."""
+    return f"{fingerprint(config.model)}|bf16={args.bf16}|lora={config.use_lora}"
 
 
 @torch.no_grad()
@@ -69,9 +78,11 @@ def with_reference_logps(
     pad_id: int,
     batch_size: int = 8,
     cache_file: Path | None = None,
+    context: str = "",
 ) -> list[PairExample]:
-    """Attach the reference log-probs to every pair; one no-grad pass, cached on disk."""
-    key = pairs_fingerprint(examples)
+    """Attach the reference log-probs to every pair; one no-grad pass, cached on disk
+    under the pairs' token ids and ``context`` (see ``pairs_fingerprint``)."""
+    key = pairs_fingerprint(examples, context)
     if cache_file is not None and cache_file.is_file():
         stored = load_file(str(cache_file))
         if key in stored:
@@ -264,15 +275,16 @@ def fit_pairs(
     args = training_arguments(config, stage_dir, lr=config.lr_second, epochs=config.epochs)
     started = time.time()
     cache = run_dir / "checkpoints" / REFERENCE_FILE
+    context = reference_context(config, args)
     # on the training device, under the training precision, so step 0 has zero log-ratios
     model.to(args.device)
     if not PAIR_OBJECTIVES[config.loss_type].reference_free:
         with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
             train_pairs = with_reference_logps(
-                model, train_pairs, pad, config.micro_batch_size, cache
+                model, train_pairs, pad, config.micro_batch_size, cache, context
             )
             eval_pairs = with_reference_logps(
-                model, eval_pairs, pad, config.micro_batch_size, cache
+                model, eval_pairs, pad, config.micro_batch_size, cache, context
             )
     metrics = data_metrics(len(train_pairs), len(eval_pairs), dropped + eval_dropped, train_data)
     metrics["reference_seconds"] = round(time.time() - started, 1)

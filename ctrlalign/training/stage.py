@@ -21,9 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ctrlalign.data import DataError, PreferenceData, Record, load_preference_data, split_records
+from ctrlalign.data.io import write_atomic
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.layout import Example, collate, encode_records
 from ctrlalign.model.logprobs import count_labels
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 TRAINABLE_FILE = "trainable.safetensors"
 STAGE_DONE_FILE = "final.safetensors"
+CHECKPOINT_DONE_FILE = "checkpoint_complete"
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -58,6 +60,20 @@ def load_trainable_state(model: nn.Module, path: Path) -> None:
 
 
 class ControlTrainer(Trainer):
+    def _save_checkpoint(self, model: nn.Module, trial: object) -> None:
+        """The Trainer writes a checkpoint file by file, so a kill midway leaves a torn one
+        that resuming would load. A marker written after the last file makes it whole, and
+        older checkpoints go only after that: one whole checkpoint exists at every instant."""
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        run_dir = Path(self._get_output_dir(trial=trial))
+        current = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        write_atomic(current / CHECKPOINT_DONE_FILE, "")
+        for old in run_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            if old != current:
+                shutil.rmtree(old, ignore_errors=True)
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         output_dir = output_dir or self.args.output_dir
         if not self.args.should_save:
@@ -69,6 +85,22 @@ class ControlTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None):
         model = self.accelerator.unwrap_model(model or self.model)
         load_trainable_state(model, Path(resume_from_checkpoint) / TRAINABLE_FILE)
+
+
+def last_whole_checkpoint(stage_dir: Path) -> str | None:
+    """The newest checkpoint with its completion marker; torn ones (a kill while one was
+    written) are removed by the main process, so the Trainer can write that step again."""
+    if not stage_dir.exists():
+        return None
+    whole = None
+    folders = stage_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+    for folder in sorted(folders, key=lambda p: int(p.name.rsplit("-", 1)[-1])):
+        if (folder / CHECKPOINT_DONE_FILE).is_file():
+            whole = folder
+        elif is_main_process():
+            log.warning("removing %s: written only in part when the last run stopped", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+    return str(whole) if whole else None
 
 
 def is_main_process() -> bool:
@@ -104,13 +136,13 @@ def training_arguments(
         learning_rate=lr,
         num_train_epochs=epochs,
         max_steps=config.max_steps,
-        warmup_steps=config.warmup_ratio,
+        warmup_steps=config.warmup_ratio,  # a float below 1: the share of the steps
         weight_decay=0.0,
         lr_scheduler_type="linear",
         logging_steps=config.logging_steps,
         save_strategy="steps",
         save_steps=config.save_steps,
-        save_total_limit=1,
+        save_total_limit=None,  # ControlTrainer keeps the last whole checkpoint itself
         eval_strategy="no",
         prediction_loss_only=True,
         remove_unused_columns=False,
@@ -144,8 +176,7 @@ def run_stage(
     trainer = trainer_cls(
         model=model, args=args, train_dataset=train_dataset, data_collator=collator
     )
-    last = get_last_checkpoint(str(stage_dir)) if stage_dir.exists() else None
-    result = trainer.train(resume_from_checkpoint=last)
+    result = trainer.train(resume_from_checkpoint=last_whole_checkpoint(stage_dir))
     if trainer.args.should_save:
         tmp = stage_dir / (STAGE_DONE_FILE + ".tmp")
         save_file(trainable_state(model), str(tmp))

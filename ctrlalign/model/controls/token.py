@@ -29,7 +29,12 @@ class TokenControl(Control):
     def attach(self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         missing = [t for t in self.tokens if t not in tokenizer.get_vocab()]
         if missing:
-            tokenizer.add_special_tokens({"additional_special_tokens": missing})
+            # appended, not replacing: transformers 5 by default replaces the extra special
+            # tokens, so a chat model's <|im_start|> would lose its special flag and leak
+            # into decoded answers
+            tokenizer.add_special_tokens(
+                {"additional_special_tokens": missing}, replace_extra_special_tokens=False
+            )
         self.token_ids = tokenizer.convert_tokens_to_ids(self.tokens)
         self._first_new_row = min(self.token_ids)
         old_rows = lm.get_input_embeddings().weight.shape[0]
