@@ -109,7 +109,9 @@ def test_cli_run_directory_holds_only_the_layer(
     argv += ["--micro-batch-size", "4", "--eval-fraction", "0", "--beta", "0.2"]
     assert main(argv) == 0
     run_dir = tmp_path / "run"
-    assert sorted(p.name for p in run_dir.iterdir()) == ["clm", "metrics.json", "run.yaml"]
+    # besides the layer: the run's settings record and the lock file of its one writer
+    expected = [".lock", "clm", "metrics.json", "run.yaml", "settings.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == expected
     info = read_run_info(run_dir)
     assert info["model"] == config.model and info["clm"] and not info["lm_saved"]
     assert info["beta"] == 0.2
