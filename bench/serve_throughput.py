@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -55,7 +54,7 @@ def main() -> None:
     args = parse_args()
     require_file(args.data, "HH-RLHF helpful-base test data")
     from ctrlalign.data import load_preference_data
-    from ctrlalign.inference.serving import Service, make_server
+    from ctrlalign.inference.serving import ServerThread, Service, build_app
     from ctrlalign.model.controlled_lm import ControlledLM
     from ctrlalign.model.controls import build_control
     from ctrlalign.model.loading import load_model
@@ -79,9 +78,8 @@ def main() -> None:
     servers = {}
     for name, size in modes.items():
         service = Service(run, name, args.max_tokens, max_batch_size=size, batch_wait_s=0.05)
-        server = make_server(service, "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1/chat/completions"
+        server = ServerThread(build_app(service))
+        url = f"{server.url}/v1/chat/completions"
         servers[name] = (service, server, url)
     post(servers["batched"][2], bodies[0])  # warm-up
 
@@ -106,13 +104,12 @@ def main() -> None:
                     "requests_per_s": round(len(bodies) / seconds, 3),
                     "latency_p50_s": round(statistics.median(latencies), 3),
                     "latency_max_s": round(max(latencies), 3),
-                    "batches": service.stats()["batches"] - before["batches"],
+                    "decode_steps": service.stats()["steps"] - before["steps"],
                 }
             )
             print(f"[bench] repeat {repeat + 1}, {name}: {runs[name][-1]}", flush=True)
-    for service, server, _ in servers.values():
-        server.shutdown()
-        service.batcher.close()
+    for _, server, _ in servers.values():
+        server.stop()
     if answers["batched"] != answers["one_at_a_time"]:
         sys.exit("batched answers differ from one-at-a-time answers: the comparison is void")
     best = {name: min(rs, key=lambda r: r["seconds"]) for name, rs in runs.items()}

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+import threading
+import time
 from pathlib import Path
 
 from ctrlalign.cli.flags import finite_float
+
+API_KEY_ENV = "CTRLALIGN_API_KEY"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,41 +20,149 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "serve", help="serve a run over OpenAI-compatible HTTP, preference and alpha per request"
     )
     parser.add_argument("--run", required=True, help="run directory made by `ctrlalign train`")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 exposes it)"
+    )
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     parser.add_argument("--name", help="model name in responses (default: the run's folder name)")
-    parser.add_argument("--max-new-tokens", type=int, default=512, help="cap on max_tokens")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="requests per batch")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=512,
+        help="cap on a request's max_tokens, and its default when it sends none",
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=32,
+        help="answers decoded together in one step (a request with n choices counts n)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=256,
+        help="requests that may wait to join the batch; one more gets HTTP 429",
+    )
+    parser.add_argument("--max-n", type=int, default=8, help="cap on a request's n (choices)")
     parser.add_argument(
         "--batch-wait-ms",
         type=finite_float,
         default=20.0,
-        help="how long a batch waits for more requests before it starts",
+        help="how long an idle server waits for more requests before it starts a batch",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=["continuous", "static"],
+        default="continuous",
+        help="continuous: requests join and leave the running batch at every step; static: a "
+        "batch starts only when the previous one has finished (for comparison)",
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require `Authorization: Bearer KEY` on every route but /health "
+        f"(default: ${API_KEY_ENV}; unset: no key)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        help="request bodies over this size get HTTP 413 without being read whole",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=finite_float,
+        default=30.0,
+        help="on SIGTERM, seconds to finish requests in flight before cancelling them",
     )
     parser.set_defaults(func=run)
 
 
+def pick_device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _exit_quietly(signum, frame) -> None:
+    """uvicorn re-raises the signal it drained on; once drained, leave with status 0."""
+    raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ctrlalign.inference.serving import Service, make_server
+    from ctrlalign.inference.serving import Service, bind, build_app, uvicorn_server
     from ctrlalign.model.rundir import load_run, read_run_info
 
-    read_run_info(args.run)
-    if args.max_batch_size < 1 or args.max_new_tokens < 1 or args.batch_wait_ms < 0:
-        raise ValueError("--max-batch-size and --max-new-tokens must be >= 1, --batch-wait-ms >= 0")
-    run = load_run(args.run)
+    info = read_run_info(args.run)
+    positive = ("max_batch_size", "max_new_tokens", "max_queue", "max_n", "max_body_bytes")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if args.batch_wait_ms < 0 or args.drain_timeout < 0:
+        raise ValueError("--batch-wait-ms and --drain-timeout must be >= 0")
+    device = pick_device(args.device)
     name = args.name or Path(args.run).resolve().name
-    service = Service(
-        run, name, args.max_new_tokens, args.max_batch_size, args.batch_wait_ms / 1000
+    state: dict = {"service": None, "error": None}
+    app = build_app(
+        lambda: state["service"],
+        api_key=args.api_key or None,
+        max_body_bytes=args.max_body_bytes,
+        drain_timeout_s=args.drain_timeout,
     )
-    server = make_server(service, args.host, args.port)
-    host, port = server.server_address[:2]
-    prefs = ", ".join(run.preferences) or "none"
+    server = uvicorn_server(app, args.drain_timeout)
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+
+    def load() -> None:
+        """Load in the background so /health can answer 503 meanwhile (probes see a
+        server that is starting, not a dead port)."""
+        try:
+            started = time.monotonic()
+            loaded = load_run(args.run)
+            loaded.model.to(device)
+            state["service"] = Service(
+                loaded,
+                name,
+                max_new_tokens=args.max_new_tokens,
+                max_batch_size=args.max_batch_size,
+                batch_wait_s=args.batch_wait_ms / 1000,
+                max_queue=args.max_queue,
+                max_n=args.max_n,
+                scheduler=args.scheduler,
+            )
+            print(
+                f"ready: {name} loaded on {device} in {time.monotonic() - started:.1f} s",
+                flush=True,
+            )
+        except Exception as err:  # the server cannot serve: say why and stop it
+            state["error"] = err
+            server.should_exit = True
+
+    prefs = ", ".join(info.get("preferences") or []) or "none"
     print(f"serving {name} on http://{host}:{port}/v1 (preferences: {prefs})", flush=True)
+    threading.Thread(target=load, name="ctrlalign-load", daemon=True).start()
+    signal.signal(signal.SIGTERM, _exit_quietly)
     try:
-        server.serve_forever()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        service.batcher.close()
+        if state["service"] is not None:
+            state["service"].close(args.drain_timeout)
+    if state["error"] is not None:
+        print(
+            f"ctrlalign serve: error: could not load {args.run}: {state['error']}", file=sys.stderr
+        )
+        return 2
     return 0
