@@ -227,15 +227,15 @@ class _Seq:
         return self.handle.job
 
 
-def _adapter_context(model: ControlledLM, prefs: Sequence[str | None]):
-    """Each LoRA row through its preference's adapter: one adapter for the whole step when
-    the rows share one (a plain PEFT forward), per-row adapters otherwise."""
+def _adapter_plan(model: ControlledLM, prefs: Sequence[str | None]) -> tuple | None:
+    """How LoRA rows reach their adapters: ("use", pref) when the rows share one (a plain
+    PEFT forward), ("rows", prefs) for per-row adapters, None without per-row weights."""
     control = model.control
     if control is None or not control.per_preference_weights or None in prefs:
-        return contextlib.nullcontext()
+        return None
     if len(set(prefs)) == 1:
-        return control.use(prefs[0])
-    return control.per_row(list(prefs))
+        return ("use", prefs[0])
+    return ("rows", tuple(prefs))
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
@@ -306,6 +306,10 @@ class Engine:
         self._cache: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, columns], 1 where a token is
         self._next: torch.Tensor | None = None  # [rows], the token each row feeds next
+        # the adapter routing stays set up while the batch's preferences do not change:
+        # PEFT's set_adapter walks every module, which costs as much as a small model's step
+        self._adapters = contextlib.ExitStack()
+        self._adapter_key: tuple | None = None
         self._thread = threading.Thread(target=self._loop, name="ctrlalign-engine", daemon=True)
         model.eval()
         self._thread.start()
@@ -377,7 +381,20 @@ class Engine:
             handle.sink(Event("error", error=closed))
 
     def _reset(self) -> None:
+        """An empty batch; the model is left as plain as it was (no per-row patches)."""
         self._seqs, self._cache, self._mask, self._next = [], None, None, None
+        self._route(None)
+
+    def _route(self, plan: tuple | None) -> None:
+        if plan == self._adapter_key:
+            return
+        self._adapters.close()
+        self._adapter_key = plan
+        if plan is not None:
+            kind, prefs = plan
+            control = self.model.control
+            context = control.use(prefs) if kind == "use" else control.per_row(list(prefs))
+            self._adapters.enter_context(context)
 
     def _admit(self) -> list[_Seq]:
         """The choices that join the batch at this step."""
@@ -431,8 +448,8 @@ class Engine:
     ) -> torch.Tensor:
         """Last-position logits of every row, each through its own control and CLM switch."""
         aligned = torch.tensor([s.aligned for s in streams], device=self.device)
-        prefs = [s.preference for s in streams]
-        with self.model.aligned_rows(aligned), _adapter_context(self.model, prefs):
+        self._route(_adapter_plan(self.model, [s.preference for s in streams]))
+        with self.model.aligned_rows(aligned):
             out = self.model.lm(
                 inputs_embeds=embeds,
                 attention_mask=mask,
