@@ -11,11 +11,20 @@ import argparse
 import logging
 import sys
 
-from ctrlalign.cli import alpha_sweep, evaluate, experiment, generate, serve, train, train_rm
+from ctrlalign.cli import (
+    alpha_sweep,
+    evaluate,
+    experiment,
+    export,
+    generate,
+    serve,
+    train,
+    train_rm,
+)
 from ctrlalign.data.io import OutputLocked
 from ctrlalign.data.records import DataError
 
-COMMANDS = (train, generate, alpha_sweep, serve, train_rm, evaluate, experiment)
+COMMANDS = (train, generate, alpha_sweep, serve, export, train_rm, evaluate, experiment)
 
 
 def build_parser() -> argparse.ArgumentParser:
