@@ -43,6 +43,7 @@ from ctrlalign.evaluation.runner import EvalOptions, EvaluationSetupError, prepa
 from ctrlalign.model.rundir import RUN_FILE, read_run_info
 from ctrlalign.training import TrainConfig, train_any
 from ctrlalign.training.config import RewardModelConfig
+from ctrlalign.training.guard import RUNTIME_SETTINGS
 from ctrlalign.training.reward_model import is_trained, train_reward_model
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def _differences(stored: dict, wanted: dict) -> list[str]:
     return [
         f"{key}: trained with {stored[key]!r}, asked for {value!r}"
         for key, value in wanted.items()
-        if key != "output" and key in stored and not _same(key, stored[key], value)
+        if key not in RUNTIME_SETTINGS and key in stored and not _same(key, stored[key], value)
     ]
 
 
@@ -215,10 +216,12 @@ def run_experiment(
     scale: str | None = None,
     judges: list[str] | None = None,
     judge_model: str | None = None,
+    placement: dict[str, str] | None = None,
 ) -> Path:
     """Run the experiment in ``path`` into ``output``; returns the path of ``report.md``.
 
-    ``judges`` and ``judge_model`` replace the file's (the command line's ``--judge``).
+    ``judges`` and ``judge_model`` replace the file's (the command line's ``--judge``);
+    ``placement`` (device, dtype, attn_implementation) applies to training and evaluation.
     """
     output = Path(output)
     spec = load_spec(path, scale)
@@ -226,6 +229,9 @@ def run_experiment(
         spec["judges"] = judges
     if judge_model:
         spec["evaluation"] = {**(spec.get("evaluation") or {}), "judge_model": judge_model}
+    if placement:  # --device, --dtype, --attn-implementation: for training and evaluation
+        spec["train"] = {**(spec.get("train") or {}), **placement}
+        spec["evaluation"] = {**(spec.get("evaluation") or {}), **placement}
     configs = train_configs(spec, output)
     options = eval_options(spec)
     judge_specs, notes = resolve_judges(spec["judges"], output)

@@ -207,3 +207,34 @@ def test_only_real_setting_changes_block_reuse():
     assert experiment._differences(stored, wanted) == [
         "max_examples: trained with 512, asked for None"
     ]
+
+
+def test_kill_9_mid_training_then_the_same_command_gives_the_same_report(tmp_path):
+    """A real SIGKILL at the second training micro-batch (the baseline's one step is done,
+    the second method's is not): the rerun of the same command trains, judges and reports
+    what an uninterrupted experiment does."""
+    import os
+    import subprocess
+    import sys
+
+    spec = write_spec(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def ctrlalign(out, kill=None):
+        here = Path(__file__).resolve().parent
+        prefix = [str(here / "kill_at.py"), *kill, "--"] if kill else ["-m", "ctrlalign.cli"]
+        command = [sys.executable, *prefix, "experiment", str(spec), "--output", str(out)]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+
+    reference = ctrlalign(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    out = tmp_path / "killed"
+    killed = ctrlalign(out, kill=("step", "2"))
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert (out / "runs" / "coh" / "run.yaml").exists()
+    assert not (out / "runs" / "lora" / "run.yaml").exists()
+    assert not (out / "winrates.md").exists()
+    rerun = ctrlalign(out)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    for name in ("winrates.csv", "winrates.md"):
+        assert (out / name).read_text() == (tmp_path / "reference" / name).read_text(), name

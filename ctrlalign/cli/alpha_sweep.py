@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ctrlalign.cli.flags import (
+    add_device_flags,
     add_generation_flags,
     add_prompt_flags,
     generation_config,
+    placement,
     read_prompt_rows,
     usage_errors,
 )
@@ -27,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--preference", help="MEET run: the control alpha moves towards")
     parser.add_argument("--against", help="MEET run: the control alpha moves away from")
     add_generation_flags(parser)
+    add_device_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -34,14 +37,16 @@ def run(args: argparse.Namespace) -> int:
     from ctrlalign.evaluation import sweep
     from ctrlalign.evaluation.judges import reward_scorer
     from ctrlalign.inference.dial import check_dial
+    from ctrlalign.model.device import resolve_device
     from ctrlalign.model.rundir import default_preference, load_run, read_run_info
 
     prompts = [row["prompt"] for row in read_prompt_rows(args)]
     info = read_run_info(args.run)
     preference = args.preference if args.preference is not None else default_preference(info)
     check_dial(info, args.alphas[0], preference, args.against)
-    judge = reward_scorer(args.judge)
-    run = load_run(args.run)
+    # the reward model scores on the policy's device
+    judge = reward_scorer(args.judge, resolve_device(args.device))
+    run = load_run(args.run, **placement(args))
     result = sweep.sweep(
         run,
         prompts,

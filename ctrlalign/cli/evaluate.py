@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ctrlalign.cli.flags import parse_band, parse_floats
+from ctrlalign.cli.flags import add_device_flags, parse_band, parse_floats, placement
 
 
 def add_eval_flags(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +28,7 @@ def add_eval_flags(parser: argparse.ArgumentParser) -> None:
         choices=["summary", "dialogue"],
         help="LLM judge prompt (default: summary when the data has references)",
     )
+    add_device_flags(parser)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         tie_band=args.tie_band,
         task=args.task,
         judge_model=args.judge_model,
+        **placement(args),
     )
     report = evaluate(runs, baseline, args.data, args.judge, args.output, options)
     print(f"report written to {report}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ctrlalign.cli.flags import add_device_flags, placement
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("experiment", help="train, generate, judge and report from YAML")
@@ -12,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale", help="a scale named in the YAML's `scales`, e.g. small")
     parser.add_argument("--judge", action="append", help="replace the YAML's judges")
     parser.add_argument("--judge-model", help="model name sent to an llm: judge")
+    add_device_flags(parser)
     parser.set_defaults(func=run)
 
 
@@ -19,7 +22,12 @@ def run(args: argparse.Namespace) -> int:
     from ctrlalign.experiment import run_experiment
 
     report = run_experiment(
-        args.file, args.output, scale=args.scale, judges=args.judge, judge_model=args.judge_model
+        args.file,
+        args.output,
+        scale=args.scale,
+        judges=args.judge,
+        judge_model=args.judge_model,
+        placement=placement(args),
     )
     print(f"report written to {report}")
     print(report.read_text())

@@ -134,6 +134,34 @@ def generation_config(args: argparse.Namespace):
     )
 
 
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    """Where the model runs: the same three flags on every command that loads a run."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (first GPU, else MPS, else CPU), cpu, cuda:N, mps"
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights' precision; auto: bf16 on a GPU that has it, else fp32",
+    )
+    parser.add_argument(
+        "--attn-implementation",
+        default="auto",
+        choices=["auto", "eager", "sdpa", "flash_attention_2"],
+        help="auto: FlashAttention-2 on CUDA when installed, else SDPA",
+    )
+
+
+def placement(args: argparse.Namespace) -> dict[str, str]:
+    """The device flags as ``load_run`` keywords."""
+    return {
+        "device": args.device,
+        "dtype": args.dtype,
+        "attn_implementation": args.attn_implementation,
+    }
+
+
 def add_prompt_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", action="append", help="a prompt (repeatable)")
     parser.add_argument(

@@ -6,9 +6,11 @@ import argparse
 import json
 
 from ctrlalign.cli.flags import (
+    add_device_flags,
     add_generation_flags,
     add_prompt_flags,
     generation_config,
+    placement,
     read_prompt_rows,
     usage_errors,
 )
@@ -23,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--preference", help="preference for every prompt without its own")
     parser.add_argument("--output", help="JSONL to write (default: print)")
     add_generation_flags(parser)
+    add_device_flags(parser)
     parser.add_argument(
         "--alpha",
         type=usage_errors(parse_alpha),
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompt_rows(args)
     info = read_run_info(args.run)
     check_dial(info, args.alpha, args.preference or default_preference(info), args.against)
-    run = load_run(args.run)
+    run = load_run(args.run, **placement(args))
     requests = [
         DialRequest(
             p["prompt"],

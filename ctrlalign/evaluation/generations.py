@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from ctrlalign.data import Record
 from ctrlalign.inference.generation import GenerationConfig, generate
+from ctrlalign.model.device import Placement
 from ctrlalign.model.rundir import RUN_FILE, Run, default_preference, load_run, read_run_info
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,18 @@ class GenerationSettings:
     max_new_tokens: int = 128
     batch_size: int = 8
     seed: int = 0
+    #: where runs generate (``load_run``'s flags); the resolved dtype is part of the
+    #: cache signature, so bf16 answers never stand in for fp32 ones
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str = "auto"
+
+    def placement(self) -> dict[str, str]:
+        return {
+            "device": self.device,
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+        }
 
 
 class GenerationStore:
@@ -78,7 +92,11 @@ class GenerationStore:
 
     def _signature(self, run: RunRef, temperature: float) -> str:
         s = self.settings
-        return _digest(run.fingerprint, temperature, s.max_new_tokens, s.batch_size, s.seed)[:16]
+        parts = [run.fingerprint, temperature, s.max_new_tokens, s.batch_size, s.seed]
+        dtype = Placement.resolve(s.device, s.dtype).dtype
+        if dtype != torch.float32:  # fp32 answers keep the signature they always had
+            parts.append(str(dtype))
+        return _digest(*parts)[:16]
 
     def cached(self, run: RunRef, temperature: float) -> dict[str, str]:
         """prompt key -> answer for rows of this exact run and settings (torn lines skipped)."""
@@ -159,7 +177,7 @@ def generate_all(
     answers = {}
     for run in runs:
         needed = any(store.missing(run, t, records) for t in temperatures)
-        loaded = load_run(run.path) if needed else None
+        loaded = load_run(run.path, **store.settings.placement()) if needed else None
         if needed:
             log.info("generating with %s (%d prompts)", run.name, len(records))
         for temperature in temperatures:

@@ -32,6 +32,7 @@ from ctrlalign.evaluation.report import ReportRow, mean_words
 from ctrlalign.evaluation.report_writer import Results, RougeRow, ScalingPoint, write_report
 from ctrlalign.evaluation.rouge import rouge_for_records
 from ctrlalign.evaluation.verdicts import DEFAULT_TIE_BAND, Comparison, WinRate
+from ctrlalign.model.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class EvalOptions:
     task: str | None = None
     judge_model: str | None = None
     n_boot: int = 2000
+    #: where runs generate and reward models score (``auto``: the first GPU, else the CPU)
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str = "auto"
 
 
 @dataclass
@@ -147,7 +152,8 @@ def prepare(
     task = options.task or ("summary" if eval_set.has_references else "dialogue")
     cache = Path(output) / "cache"
     try:
-        judge_options = JudgeOptions(task, options.judge_model, options.tie_band)
+        device = str(resolve_device(options.device))
+        judge_options = JudgeOptions(task, options.judge_model, options.tie_band, device=device)
         built = [build_judge(spec, cache, judge_options) for spec in judges]
     except JudgeSpecError as err:
         raise EvaluationSetupError(str(err)) from err
@@ -192,9 +198,10 @@ def _setup_lines(plan: Plan) -> list[str]:
 def run(plan: Plan) -> Path:
     """Generate, judge and write the report; returns the path of ``report.md``."""
     o = plan.options
-    store = GenerationStore(
-        plan.output / "generations", GenerationSettings(o.max_new_tokens, o.batch_size, o.seed)
+    settings = GenerationSettings(
+        o.max_new_tokens, o.batch_size, o.seed, o.device, o.dtype, o.attn_implementation
     )
+    store = GenerationStore(plan.output / "generations", settings)
     records = plan.eval_set.records
     answers = generate_all(store, plan.runs, o.temperatures, records)
     prompts = [judge_prompt(record) for record in records]

@@ -137,7 +137,7 @@ def _generate_batch(
     owner_t = torch.tensor(owner, device=device)
     weight_t = torch.tensor(weights, device=device).unsqueeze(-1)
     suppressed = model.control.suppressed_token_ids() if model.control is not None else []
-    stop = torch.tensor(config.stop_ids or [tokenizer.eos_token_id], device=device)
+    stop = torch.tensor(config.stop_ids or model.end_ids(tokenizer), device=device)
 
     limits = torch.tensor(
         [row.max_new_tokens or config.max_new_tokens for row in rows], device=device
@@ -202,7 +202,8 @@ def generate_ids(
 
 
 def decode(tokenizer: PreTrainedTokenizerBase, ids: list[int], config: GenerationConfig) -> str:
-    """A response's text: the stop id dropped, special tokens skipped."""
+    """A response's text: the stop id dropped, special tokens skipped (the model's other
+    end tokens are special tokens too)."""
     stop = set(config.stop_ids or [tokenizer.eos_token_id])
     ids = ids[:-1] if ids and ids[-1] in stop else ids
     return tokenizer.decode(ids, skip_special_tokens=True).strip()

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from functools import partial
 
 import torch
 from peft import PeftModel
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ctrlalign.model.controls import Control
 from ctrlalign.model.identity_layer import IdentityLayer, find_identity_layer
-from ctrlalign.model.logprobs import IGNORE_INDEX, response_logps
+from ctrlalign.model.logprobs import IGNORE_INDEX, lm_logits, response_logps
 
 
 class ControlledLM(nn.Module):
@@ -34,6 +35,15 @@ class ControlledLM(nn.Module):
     @property
     def config(self):
         return self.base.config
+
+    def end_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """Every token that ends an answer: the tokenizer's eos and each id of the model's
+        ``generation_config.eos_token_id`` (Llama-3 style models list several)."""
+        ids = [tokenizer.eos_token_id]
+        config = getattr(self.base, "generation_config", None)
+        extra = getattr(config, "eos_token_id", None)
+        ids += extra if isinstance(extra, list) else [extra]
+        return list(dict.fromkeys(i for i in ids if i is not None))
 
     @property
     def cache_argument(self) -> str:
@@ -93,7 +103,7 @@ class ControlledLM(nn.Module):
         preference_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs of labelled tokens and their rows, through each row's own control."""
-        head = self.base.get_output_embeddings()
+        head = partial(lm_logits, self.base)
         if self.control is None or not self.control.per_preference_weights:
             hidden = self.hidden_states(input_ids, attention_mask, prefix_mask, preference_ids)
             return response_logps(hidden, labels, head)

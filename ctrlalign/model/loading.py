@@ -109,14 +109,27 @@ def tiny_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedM
 
 
 def load_model(
-    spec: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32
+    spec: str = DEFAULT_MODEL,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    attn_implementation: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Return (model, tokenizer) for a spec; see the module docstring for the spec forms."""
+    """Return (model, tokenizer) for a spec; see the module docstring for the spec forms.
+
+    The weights load straight onto ``device`` in ``dtype`` (``device_map``), so a large
+    model never has a full fp32 copy in CPU memory first.
+    """
     tokenizer = load_tokenizer(spec)
     if spec == "tiny":
-        return tiny_model(tokenizer).to(dtype), tokenizer
+        model = tiny_model(tokenizer).to(device=device, dtype=dtype)
+        if attn_implementation:
+            model.set_attn_implementation(attn_implementation)
+        return model, tokenizer
     path = smollm2_dir() if spec == "smollm2" else spec
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    options = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, device_map=str(device), **options
+    )
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from ctrlalign.data import Record
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.layout import prompt_ids, response_ids
+from ctrlalign.model.logprobs import lm_logits
 
 PAIR_INPUTS = ("input_ids", "position_ids", "segment_ids", "source", "targets", "owner")
 
@@ -137,8 +138,7 @@ def pair_logps(
         .last_hidden_state.flatten(0, 1)
         .index_select(0, source)
     )
-    logits = model.base.get_output_embeddings()(hidden).float()
-    logps = -F.cross_entropy(logits, targets, reduction="none")
+    logps = -F.cross_entropy(lm_logits(model.base, hidden), targets, reduction="none")
     sums = torch.zeros(2 * input_ids.shape[0], dtype=logps.dtype, device=logps.device)
     sums = sums.index_add(0, owner, logps)
     return sums[0::2], sums[1::2]

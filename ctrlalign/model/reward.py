@@ -58,7 +58,7 @@ class RewardModel:
         model: str | Path,
         batch_size: int = 8,
         max_length: int = 512,
-        device: str = "cpu",
+        device: torch.device | str = "cpu",
     ) -> None:
         source = _resolve(model)
         try:

@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control, control_options
+from ctrlalign.model.device import Placement
 from ctrlalign.model.identity_layer import load_identity_layer, save_identity_layer
 from ctrlalign.model.loading import load_model
 
@@ -113,12 +114,19 @@ def read_run_info(directory: str | Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def load_run(directory: str | Path) -> Run:
-    """Rebuild the trained model and its controls from a run directory alone."""
+def load_run(
+    directory: str | Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    attn_implementation: str = "auto",
+) -> Run:
+    """Rebuild the trained model and its controls from a run directory alone, on
+    ``device`` in ``dtype`` (``auto``: bf16 on a GPU that has it, fp32 on the CPU)."""
     directory = Path(directory)
     info = read_run_info(directory)
+    where = Placement.resolve(device, dtype, attn_implementation)
     lm_spec = str(directory / "model") if info.get("lm_saved") else info["model"]
-    lm, tokenizer = load_model(lm_spec)
+    lm, tokenizer = load_model(lm_spec, where.dtype, where.device, where.attn_implementation)
     if info.get("clm"):
         load_identity_layer(lm, directory / "clm")
     if info.get("adapter"):

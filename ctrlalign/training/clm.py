@@ -17,10 +17,9 @@ import torch
 
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.identity_layer import insert_identity_layer
-from ctrlalign.model.loading import load_model
 from ctrlalign.training.config import TrainConfig
 from ctrlalign.training.preference import fit_pairs
-from ctrlalign.training.stage import finish_run, fit_conditional, load_splits
+from ctrlalign.training.stage import finish_run, fit_conditional, load_splits, load_training_model
 
 
 def train(config: TrainConfig) -> Path:
@@ -29,7 +28,7 @@ def train(config: TrainConfig) -> Path:
     started = time.time()
     torch.manual_seed(config.seed)
     train_data, eval_data = load_splits(config)
-    lm, tokenizer = load_model(config.model)
+    lm, tokenizer = load_training_model(config, pairs=True)
     layer = insert_identity_layer(lm)
     model = ControlledLM(lm)
     params = list(layer.parameters())

@@ -139,6 +139,22 @@ class TrainConfig(ConfigBase):
     overwrite: bool = option(
         False, "clear --output first (a rerun with other settings is refused without it)"
     )
+    device: str = option(
+        "auto", "auto (GPUs when present, one per process under accelerate launch) or cpu"
+    )
+    dtype: str = option(
+        "auto",
+        "auto (bf16 mixed precision on a GPU that has it, else fp32), float32, bfloat16, float16",
+    )
+    attn_implementation: str = option(
+        "auto", "auto (FlashAttention-2 on CUDA when installed, else sdpa), eager, sdpa"
+    )
+    gradient_checkpointing: bool = option(
+        False, "recompute activations in the backward pass: less memory, ~30% more compute"
+    )
+    report_to: str = option(
+        "none", "where the Trainer logs (loss, lr, reward margins, tokens): tensorboard, wandb,..."
+    )
     beta: float = option(0.1, "dpo/clm: KL strength (tau for IPO, reward scale for SimPO)")
     loss_type: str = option("sigmoid", "dpo/clm: sigmoid (DPO), ipo or simpo (no reference)")
     label_smoothing: float = option(
@@ -175,6 +191,14 @@ class TrainConfig(ConfigBase):
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         self._check_batch()
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(
+                f"--device must be auto, cpu or cuda[:N] to train, got {self.device!r}"
+            )
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(
+                f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
+            )
         if self.control_kind == "prompt" and "first" in self.stage_list:
             raise ValueError("prompt controls have nothing to train in the first step")
         if self.control_kind is None and "first" in self.stage_list:

@@ -15,10 +15,9 @@ from peft import get_peft_model
 
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls.lora import lora_config
-from ctrlalign.model.loading import load_model
 from ctrlalign.training.config import TrainConfig
 from ctrlalign.training.preference import fit_pairs
-from ctrlalign.training.stage import finish_run, load_splits
+from ctrlalign.training.stage import finish_run, load_splits, load_training_model
 
 
 def train(config: TrainConfig) -> Path:
@@ -27,7 +26,7 @@ def train(config: TrainConfig) -> Path:
     started = time.time()
     torch.manual_seed(config.seed)
     train_data, eval_data = load_splits(config)
-    lm, tokenizer = load_model(config.model)
+    lm, tokenizer = load_training_model(config, pairs=True)
     if config.use_lora:
         lm = get_peft_model(lm, lora_config(config.lora_rank, config.lora_alpha))
         params = [p for n, p in lm.named_parameters() if "lora_" in n]

@@ -27,8 +27,20 @@ from ctrlalign.training.stage import is_main_process
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "settings.json"
-#: settings that change where or how much is written, not what is learned
-NOT_RESULT_SETTINGS = ("output", "overwrite", "keep_checkpoints", "logging_steps", "data", "model")
+#: settings that change where, how fast or how much is written, not what is learned (a run
+#: started on one GPU may resume on another)
+RUNTIME_SETTINGS = (
+    "output",
+    "overwrite",
+    "keep_checkpoints",
+    "logging_steps",
+    "report_to",
+    "device",
+    "attn_implementation",
+    "gradient_checkpointing",
+)
+#: data and model are compared by content (``fingerprint``), not by how they are named
+NOT_RESULT_SETTINGS = (*RUNTIME_SETTINGS, "data", "model")
 
 
 class SettingsChanged(ValueError):

@@ -15,9 +15,8 @@ import torch
 
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control, control_options
-from ctrlalign.model.loading import load_model
 from ctrlalign.training.config import TrainConfig
-from ctrlalign.training.stage import finish_run, fit_conditional, load_splits
+from ctrlalign.training.stage import finish_run, fit_conditional, load_splits, load_training_model
 
 
 def train(config: TrainConfig) -> Path:
@@ -26,7 +25,7 @@ def train(config: TrainConfig) -> Path:
     started = time.time()
     torch.manual_seed(config.seed)
     train_data, eval_data = load_splits(config)
-    lm, tokenizer = load_model(config.model)
+    lm, tokenizer = load_training_model(config)
     control = None
     if config.control_kind is not None:
         options = control_options(config.to_dict())

@@ -202,12 +202,19 @@ class DPOObjective(nn.Module):
 
 
 class PairTrainer(ControlTrainer):
-    """Adds DPO's reward accuracy, margins and log-probs to each training log line."""
+    """Adds DPO's reward accuracy, margins and log-probs to each training log line (averaged
+    over processes), so they reach ``--report-to`` beside the loss and learning rate."""
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         objective = self.accelerator.unwrap_model(self.model)
         if "loss" in logs and isinstance(objective, DPOObjective):
-            logs = {**logs, **objective.pop_stats()}
+            stats = objective.pop_stats()
+            if stats and self.accelerator.num_processes > 1:
+                # every process logs at the same steps, so all take part in this mean
+                values = torch.tensor(list(stats.values()), device=self.accelerator.device)
+                values = self.accelerator.reduce(values, reduction="mean")
+                stats = {k: round(v, 4) for k, v in zip(stats, values.tolist(), strict=True)}
+            logs = {**logs, **stats}
         super().log(logs, *args, **kwargs)
 
 

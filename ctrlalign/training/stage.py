@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ctrlalign.data import DataError, PreferenceData, Record, load_preference_data, split_records
 from ctrlalign.data.io import write_atomic
 from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.device import resolve_attn, resolve_device
 from ctrlalign.model.layout import Example, collate, encode_records
+from ctrlalign.model.loading import load_model
 from ctrlalign.model.logprobs import count_labels
 from ctrlalign.model.rundir import save_run
 from ctrlalign.training.config import METHODS, TrainConfig
@@ -80,7 +82,16 @@ class ControlTrainer(Trainer):
             return
         os.makedirs(output_dir, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model)
-        save_file(trainable_state(model), os.path.join(output_dir, TRAINABLE_FILE))
+        tensors = trainable_state(model)
+        if state_dict is not None:
+            # FSDP / ZeRO-3: this process's parameters are shards; the Trainer gathered the
+            # full state dict and hands it over, so the trainable tensors come from there
+            tensors = {
+                name: state_dict[name].detach().contiguous().cpu()
+                for name in tensors
+                if name in state_dict
+            }
+        save_file(tensors, os.path.join(output_dir, TRAINABLE_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None):
         model = self.accelerator.unwrap_model(model or self.model)
@@ -127,7 +138,10 @@ def training_arguments(
             f"batch_size {config.batch_size} is not divisible by micro_batch_size x processes "
             f"({config.micro_batch_size} x {world})"
         )
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and config.device != "cpu"
+    bf16 = config.dtype == "bfloat16" or (
+        config.dtype == "auto" and cuda and torch.cuda.is_bf16_supported()
+    )
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.micro_batch_size,
@@ -146,13 +160,61 @@ def training_arguments(
         eval_strategy="no",
         prediction_loss_only=True,
         remove_unused_columns=False,
-        report_to="none",
+        report_to=[r.strip() for r in config.report_to.split(",") if r.strip()] or "none",
+        # the tokens each log line has seen, gathered over processes (tokens/s in the logs)
+        include_num_input_tokens_seen=True,
         seed=config.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
+        bf16=bf16,
+        fp16=config.dtype == "float16",
         use_cpu=not cuda,
         dataloader_pin_memory=cuda,
         ddp_find_unused_parameters=unused_params,
     )
+
+
+def training_device(config: TrainConfig) -> torch.device:
+    """Where this process loads the model to train: its own GPU (``LOCAL_RANK`` under
+    accelerate launch), or the CPU when told so, when there is no GPU, or under FSDP and
+    DeepSpeed, which shard the model from the CPU copy themselves."""
+    sharded = any(
+        os.environ.get(v, "").lower() in ("1", "true")
+        for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+    )
+    if config.device == "cpu" or not torch.cuda.is_available() or sharded:
+        return torch.device("cpu")
+    if config.device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
+        return resolve_device(config.device)
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def load_training_model(
+    config: TrainConfig, pairs: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The LM to train, in fp32 (the Trainer's mixed precision keeps fp32 master weights),
+    loaded straight to ``training_device``, with the attention and checkpointing asked for.
+
+    ``pairs``: DPO and CLM pack (chosen, rejected) in one row under a 4D block mask, which
+    FlashAttention-2 does not take; they run on SDPA unless eager is asked for.
+    """
+    device = training_device(config)
+    attn = resolve_attn(config.attn_implementation, device)
+    if pairs and attn == "flash_attention_2":
+        if config.attn_implementation == "flash_attention_2":
+            raise ValueError(
+                f"--method {config.method} packs each pair under a 4D attention mask, which "
+                "FlashAttention-2 does not take: use --attn-implementation sdpa or eager"
+            )
+        attn = "sdpa"
+    lm, tokenizer = load_model(config.model, torch.float32, device, attn)
+    if config.gradient_checkpointing:
+        # non-reentrant: works when only a control (an input-side tensor) requires grad
+        kwargs = {"use_reentrant": False}
+        if hasattr(lm, "activation_checkpointing_enable"):  # the name since transformers 5.x
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        lm.config.use_cache = False
+    return lm, tokenizer
 
 
 def run_stage(

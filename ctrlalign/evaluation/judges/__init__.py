@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ctrlalign.evaluation.judges.base import (
     Decisions,
     Judge,
@@ -34,7 +36,7 @@ JUDGES: dict[str, JudgeKind] = {
     "rm": JudgeKind(
         "rm:DIR_OR_HF_ID",
         lambda target, cache, o: CachedRewardJudge(
-            target, cache / "rm_rewards.jsonl", o.band, o.batch_size
+            target, cache / "rm_rewards.jsonl", o.band, o.batch_size, o.device
         ),
     ),
     "llm": JudgeKind(
@@ -61,7 +63,7 @@ def build_judge(spec: str, cache_dir: Path, options: JudgeOptions | None = None)
     return JUDGES[kind].build(target, cache_dir, options or JudgeOptions())
 
 
-def reward_scorer(spec: str | None) -> RewardModelJudge | None:
+def reward_scorer(spec: str | None, device: torch.device | str = "cpu") -> RewardModelJudge | None:
     """``rm:ID_OR_DIR`` -> a reward model that scores single answers (``alpha-sweep``);
     None -> no scores. Pairwise-only kinds (``llm:``) cannot score one answer."""
     if spec is None:
@@ -69,7 +71,7 @@ def reward_scorer(spec: str | None) -> RewardModelJudge | None:
     kind, _, target = spec.partition(":")
     if kind != "rm" or not target:
         raise JudgeSpecError(f"--judge must be rm:ID_OR_DIR (a reward model), got {spec!r}")
-    return RewardModelJudge(target)
+    return RewardModelJudge(target, device=device)
 
 
 __all__ = [

@@ -44,6 +44,8 @@ class JudgeOptions:
     #: a reward-model tie: sigmoid(r1 - r2) inside this band
     band: tuple[float, float] = DEFAULT_TIE_BAND
     batch_size: int = 8
+    #: where a reward model scores (the policy's device, by default)
+    device: str = "cpu"
 
 
 class Judge(Protocol):

@@ -72,8 +72,10 @@ class CachedRewardJudge:
         cache_path: Path,
         band: tuple[float, float] = DEFAULT_TIE_BAND,
         batch_size: int = 8,
+        device: str = "cpu",
     ) -> None:
         self.target = target
+        self.device = device
         path = Path(target).expanduser()
         self.name = f"rm:{path.name}" if path.is_dir() else f"rm:{target}"
         self.identity = str(path.resolve()) if path.is_dir() else target
@@ -115,7 +117,9 @@ class CachedRewardJudge:
 
     def _model(self):
         if self._judge is None:
-            self._judge = RewardModelJudge(self.target, batch_size=self.batch_size)
+            self._judge = RewardModelJudge(
+                self.target, batch_size=self.batch_size, device=self.device
+            )
         return self._judge
 
     def _key(self, prompt: str, answer: str) -> str:

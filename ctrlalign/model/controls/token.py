@@ -14,7 +14,8 @@ from ctrlalign.model.controls.base import Control
 def init_from_words(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, word: str):
     """Embeddings of a word's tokens: the paper initialises controls from "good"/"bad"."""
     ids = tokenizer(" " + word.replace("-", " "), add_special_tokens=False).input_ids
-    return lm.get_input_embeddings().weight[torch.tensor(ids)].detach().clone()
+    weight = lm.get_input_embeddings().weight
+    return weight[torch.tensor(ids, device=weight.device)].detach().clone()
 
 
 class TokenControl(Control):
@@ -59,7 +60,7 @@ class TokenControl(Control):
         old rows stay bit-identical (tested).
         """
         weight = lm.get_input_embeddings().weight
-        mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype)
+        mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
         mask[self.token_ids] = 1.0
         return [weight.register_hook(lambda grad: grad * mask.to(grad.device))]
 
@@ -69,7 +70,8 @@ class TokenControl(Control):
     def save(self, directory: Path, lm: PreTrainedModel) -> None:
         from safetensors.torch import save_file
 
-        rows = lm.get_input_embeddings().weight[torch.tensor(self.token_ids)].detach()
+        weight = lm.get_input_embeddings().weight
+        rows = weight[torch.tensor(self.token_ids, device=weight.device)].detach()
         save_file(
             {"rows": rows.contiguous().cpu()}, str(directory / "token_embeddings.safetensors")
         )
@@ -80,4 +82,5 @@ class TokenControl(Control):
         rows = load_file(str(directory / "token_embeddings.safetensors"))["rows"]
         with torch.no_grad():
             weight = lm.get_input_embeddings().weight
-            weight[torch.tensor(self.token_ids)] = rows.to(weight.dtype)
+            ids = torch.tensor(self.token_ids, device=weight.device)
+            weight[ids] = rows.to(device=weight.device, dtype=weight.dtype)
