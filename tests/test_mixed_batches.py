@@ -116,3 +116,167 @@ def test_lora_per_row_matches_peft_adapter_names(controlled, one_thread):
     assert (ours[1] - good[1]).abs().max() > 100 * atol  # row 1 really went through "bad"
     torch.testing.assert_close(ours[0], good[0], rtol=0, atol=atol)
     assert not any("forward" in vars(m) for m in model.lm.modules())  # unpatched after
+
+
+MANY = ("terse", "warm", "formal", "silly")
+MANY_CASES = [  # rows in no particular order; "silly" is absent: it must get no gradient
+    ("What is two plus two?", "warm", "Four, and well asked!"),
+    ("Say hello.", "terse", "Hi."),
+    ("Name a colour.", "formal", "I would name blue, a primary colour."),
+    ("What is two plus two?", "terse", "Four."),
+    ("Is the sky blue?", "warm", "It is, on a lovely clear day."),
+    ("Count to three.", "formal", "One, two, three."),
+]
+
+
+def fp32_sum_tolerance(reduction: int, values: torch.Tensor) -> float:
+    """How far two fp32 computations of the same sums, added in different orders, may be.
+
+    A length-n fp32 sum carries a rounding error of at most about n * eps times the size
+    of its terms; we bound the terms' size by the largest value compared (as the logits do
+    in ``test_lora_per_row_matches_peft_adapter_names``). ``reduction`` is the longest sum
+    on the way: the batched path adds the same products as PEFT's per-adapter sub-batches
+    and the per-preference batches, only blocked differently by ``bmm`` against ``mm``.
+    """
+    return reduction * torch.finfo(values.dtype).eps * values.abs().max().item()
+
+
+def test_batched_lora_logits_equal_peft_adapter_names_and_per_preference_forwards(controlled):
+    """One routed forward over a batch mixing three of four adapters against PEFT's own
+    mixed-batch forward and against a forward of each preference, row by row; in inference
+    (weights gathered once, kept) and with gradients on (gathered at every forward)."""
+    model, _ = controlled("lora", preferences=MANY, lora_random=True)
+    model.eval()
+    ids = torch.randint(0, 1000, (6, 9), generator=torch.Generator().manual_seed(0))
+    prefs = [case[1] for case in MANY_CASES]
+    with torch.no_grad():
+        reference = model.lm(input_ids=ids, adapter_names=prefs).logits
+        alone = {}
+        for pref in set(prefs):
+            with model.control.use(pref):
+                alone[pref] = model.lm(input_ids=ids).logits
+        with model.control.per_row(prefs):
+            ours = model.lm(input_ids=ids).logits
+            again = model.lm(input_ids=ids).logits  # the kept weights give the same
+    with model.control.use("formal"):  # the active adapter, for what follows the block
+        pass
+    with torch.enable_grad(), model.control.per_row(torch.tensor([MANY.index(p) for p in prefs])):
+        trained = model.lm(input_ids=ids).logits.detach()
+    with torch.no_grad():  # the layers stay patched for a backward's recomputation only
+        after = model.lm(input_ids=ids).logits
+    # longest sums: the MLP's down projection, over intermediate_size
+    atol = fp32_sum_tolerance(model.lm.config.intermediate_size, reference)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=atol)
+    torch.testing.assert_close(trained, reference, rtol=0, atol=atol)
+    assert torch.equal(again, ours)
+    for row, pref in enumerate(prefs):
+        torch.testing.assert_close(ours[row], alone[pref][row], rtol=0, atol=atol)
+        for other in set(prefs) - {pref}:  # and not through any other adapter
+            assert (ours[row] - alone[other][row]).abs().max() > 100 * atol, (row, other)
+    assert torch.equal(after, alone["formal"])
+    with model.control.use("formal"):
+        assert not any("forward" in vars(m) for m in model.lm.modules())  # unpatched now
+
+
+def summed_logps_grads(model, examples, pad_id):
+    """Gradient of the batch's summed response log-probs (a sum, so batches add up)."""
+    model.zero_grad(set_to_none=True)
+    batch = collate(examples, pad_id)
+    logps, _rows = model.token_logps(**batch)
+    logps.sum().backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_batched_lora_gradients_equal_sum_of_per_preference_batches(controlled):
+    """A mixed batch's gradient, per adapter, equals the sum of the gradients of batches of
+    one preference each (the old per-preference path); an absent adapter gets none."""
+    model, tok = controlled("lora", preferences=MANY, lora_random=True)
+    model.eval()  # no dropout; gradients still flow
+    model.requires_grad_(False)
+    for p in model.control.adapter_parameters():
+        p.requires_grad_(True)
+    examples = [
+        encode(tok, model.control, [{"role": "user", "content": p}], pref, r)
+        for p, pref, r in MANY_CASES
+    ]
+    mixed = summed_logps_grads(model, examples, tok.pad_token_id)
+    summed: dict[str, torch.Tensor] = {}
+    for pref in {case[1] for case in MANY_CASES}:
+        part = [e for e, case in zip(examples, MANY_CASES, strict=True) if case[1] == pref]
+        for name, grad in summed_logps_grads(model, part, tok.pad_token_id).items():
+            summed[name] = summed.get(name, 0) + grad
+
+    assert set(mixed) == set(summed), "the same adapters, and only those, get gradients"
+    assert not any(".silly." in name for name in mixed), "an absent adapter gets no gradient"
+    for pref in ("terse", "warm", "formal"):
+        assert sum(f"lora_A.{pref}." in n for n in mixed) >= 8, pref  # every layer reached
+    # A weight gradient sums over the batch's tokens; on the way there the backward sums
+    # over intermediate_size (the MLP) as the forward did: the longer of the two bounds it.
+    tokens = sum(len(e.input_ids) for e in examples)
+    reduction = max(model.lm.config.intermediate_size, tokens)
+    for name, grad in mixed.items():
+        atol = fp32_sum_tolerance(reduction, grad)
+        torch.testing.assert_close(grad, summed[name], rtol=0, atol=atol, msg=name)
+        assert grad.abs().max() > 0, name
+
+
+def test_batched_lora_under_gradient_checkpointing(controlled):
+    """Checkpointing recomputes each layer inside the backward, after the routed block has
+    ended; the recomputation must route rows as the forward did (same gradients as without
+    checkpointing; a plain PEFT recomputation would not even save the same tensors)."""
+    grads = {}
+    for checkpointing in (False, True):
+        model, tok = controlled("lora", preferences=MANY, lora_random=True)
+        if checkpointing:  # as training.stage.load_training_model turns it on
+            kwargs = {"use_reentrant": False}
+            if hasattr(model.base, "activation_checkpointing_enable"):  # transformers 5.x
+                model.base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        model.train()  # transformers checkpoints only in training mode; dropout is 0
+        model.requires_grad_(False)
+        for p in model.control.adapter_parameters():
+            p.requires_grad_(True)
+        examples = [
+            encode(tok, model.control, [{"role": "user", "content": p}], pref, r)
+            for p, pref, r in MANY_CASES
+        ]
+        grads[checkpointing] = summed_logps_grads(model, examples, tok.pad_token_id)
+    assert model.base.is_gradient_checkpointing
+    assert set(grads[True]) == set(grads[False])
+    for name, grad in grads[False].items():
+        # the recomputation repeats the forward's arithmetic: no longer sums than there
+        atol = fp32_sum_tolerance(model.lm.config.intermediate_size, grad)
+        torch.testing.assert_close(grads[True][name], grad, rtol=0, atol=atol, msg=name)
+
+
+def test_batched_lora_generation_of_four_preferences_equals_one_by_one(controlled):
+    model, tok = controlled("lora", preferences=MANY, lora_random=True)
+    prompts = [p for p in PROMPTS for _ in MANY]
+    prefs = [pref for _ in PROMPTS for pref in MANY]
+    mixed = generate(model, tok, prompts, prefs, GenerationConfig(max_new_tokens=6, batch_size=12))
+    single = GenerationConfig(max_new_tokens=6, batch_size=1)
+    alone = [
+        generate(model, tok, [p], pref, single)[0] for p, pref in zip(prompts, prefs, strict=True)
+    ]
+    assert mixed == alone
+    assert len(set(mixed[: len(MANY)])) > 1, "the adapters answer differently"
+
+
+def test_lora_per_row_of_one_preference_is_a_plain_forward(controlled):
+    """A batch of one preference needs no routing: PEFT's own forward of that adapter."""
+    model, _ = controlled("lora", preferences=MANY, lora_random=True)
+    model.eval()
+    ids = torch.randint(0, 1000, (3, 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        with model.control.per_row(["warm"] * 3):
+            assert not any("forward" in vars(m) for m in model.lm.modules())
+            ours = model.lm(input_ids=ids).logits
+        with model.control.use("warm"):
+            plain = model.lm(input_ids=ids).logits
+    assert torch.equal(ours, plain)
+    with pytest.raises(ValueError, match="unknown preference"), model.control.per_row(["grumpy"]):
+        pass
+    routed = model.control.per_row(["warm", "terse"])  # two rows routed, three given
+    with pytest.raises(ValueError, match="routes 2 rows"), torch.no_grad(), routed:
+        model.lm(input_ids=ids)

@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ctrlalign.model.controls import Control
 from ctrlalign.model.identity_layer import IdentityLayer, find_identity_layer
-from ctrlalign.model.logprobs import IGNORE_INDEX, lm_logits, response_logps
+from ctrlalign.model.logprobs import lm_logits, response_logps
 
 
 class ControlledLM(nn.Module):
@@ -102,24 +102,17 @@ class ControlledLM(nn.Module):
         prefix_mask: torch.Tensor | None = None,
         preference_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probs of labelled tokens and their rows, through each row's own control."""
+        """Log-probs of labelled tokens and their rows, through each row's own control.
+
+        One forward whatever the mix of preferences: controls with per-preference weights
+        (LoRA) route each row through its own inside ``per_row``.
+        """
         head = partial(lm_logits, self.base)
-        if self.control is None or not self.control.per_preference_weights:
+        routing = (
+            self.control.per_row(preference_ids)
+            if self.control is not None and preference_ids is not None
+            else contextlib.nullcontext()
+        )
+        with routing:
             hidden = self.hidden_states(input_ids, attention_mask, prefix_mask, preference_ids)
-            return response_logps(hidden, labels, head)
-        all_logps, all_rows = [], []
-        for pid in preference_ids.unique().tolist():
-            rows = (preference_ids == pid).nonzero(as_tuple=True)[0]
-            # Run these rows at their own width, not the batch's: trailing columns that are
-            # padding in all of them (masked, no label) cannot change an earlier position of
-            # a causal LM, and cutting them saves 10-15% of a LoRA step on HH-RLHF batches.
-            used = ((attention_mask[rows] != 0) | (labels[rows] != IGNORE_INDEX)).any(0)
-            width = int(used.nonzero().max()) + 1 if bool(used.any()) else input_ids.shape[1]
-            ids, mask = input_ids[rows, :width], attention_mask[rows, :width]
-            prefix = prefix_mask[rows, :width] if prefix_mask is not None else None
-            with self.control.use(self.control.preferences[pid]):
-                hidden = self.hidden_states(ids, mask, prefix, preference_ids[rows])
-            logps, local = response_logps(hidden, labels[rows, :width], head)
-            all_logps.append(logps)
-            all_rows.append(rows[local])
-        return torch.cat(all_logps), torch.cat(all_rows)
+        return response_logps(hidden, labels, head)

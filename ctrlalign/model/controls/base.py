@@ -9,7 +9,7 @@ may mix preferences whatever the kind.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ class Control(nn.Module):
     """Per-preference conditioning; subclasses override what their kind needs."""
 
     kind: str = ""
-    #: whether each preference runs through its own weights (one forward per preference)
+    #: whether each preference runs through its own weights (``use``, ``per_row`` route them)
     per_preference_weights: bool = False
 
     def __init__(self, preferences: list[str]):
@@ -58,6 +58,14 @@ class Control(nn.Module):
     @contextlib.contextmanager
     def use(self, preference: str) -> Iterator[None]:
         """Activate one preference's own weights (LoRA) for the duration of a forward."""
+        yield
+
+    @contextlib.contextmanager
+    def per_row(self, preferences: Sequence[str] | torch.Tensor) -> Iterator[None]:
+        """Send batch row i through the weights of ``preferences[i]`` (a name, or an index
+        into ``self.preferences``) for the forwards inside, so a batch mixing preferences
+        is one forward. Kinds without per-preference weights reach each row through its
+        input (prefix tokens, embeddings), so they have nothing to route."""
         yield
 
     def first_stage_parameters(self, lm: PreTrainedModel) -> list[nn.Parameter]:

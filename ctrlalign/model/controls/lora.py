@@ -1,8 +1,14 @@
-"""One PEFT LoRA adapter per preference.
+"""One PEFT LoRA adapter per preference, and batches that mix them in one forward.
 
-PEFT refuses per-row adapters (``adapter_names``) in training mode, so training runs one
-forward per preference present in the batch (exactly the same loss and gradients as a
-mixed forward). Generation mixes adapters per row with ``per_row``.
+Each preference owns a PEFT adapter (``lora_A[pref]``, ``lora_B[pref]``), saved and loaded
+in PEFT's own format. A batch whose rows ask for different preferences runs in one forward
+(training and generation alike), the idea of Punica's and S-LoRA's batched LoRA kernels in
+plain PyTorch: inside ``per_row``, each adapted linear layer stacks the A and B matrices of
+the adapters present (``torch.stack`` of the very Parameters PEFT saves, so autograd sends
+each row's gradient to its own adapter), gathers every row's pair, and adds the row's delta
+with two batched products (``torch.bmm``). PEFT's own ``adapter_names`` forward does the
+same routing with one sub-batch per adapter, but refuses training mode and rebuilds its row
+lists at every forward.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class LoraControl(Control):
         super().__init__(preferences)
         self.config = lora_config(rank, alpha, dropout, target_modules)
         self.peft: PeftModel | None = None
+        self._patched: list[LoraLinear] = []  # layers routed by per_row (see there)
 
     @classmethod
     def from_options(cls, preferences: list[str], options: Mapping[str, object]) -> Control:
@@ -72,6 +79,7 @@ class LoraControl(Control):
 
     @contextlib.contextmanager
     def use(self, preference: str) -> Iterator[None]:
+        self._unpatch()
         trainable = {id(p): p.requires_grad for p in self.adapter_parameters()}
         self.peft.base_model.set_adapter(self.preferences[self.index(preference)])
         # set_adapter flips requires_grad to the active adapter only; the optimizer holds
@@ -81,27 +89,54 @@ class LoraControl(Control):
         yield
 
     @contextlib.contextmanager
-    def per_row(self, preferences: Sequence[str]) -> Iterator[None]:
-        """Batch row i goes through the adapter of ``preferences[i]`` (inference only).
+    def per_row(self, preferences: Sequence[str] | torch.Tensor) -> Iterator[None]:
+        """Batch row i goes through the adapter of ``preferences[i]`` (names, or indices into
+        ``self.preferences``), in one forward, with gradients, in training and inference.
 
-        PEFT's ``adapter_names`` does the same, but at every forward (every generated token)
-        it registers a hook on each LoRA module and rebuilds each adapter's row list in
-        Python; here the row masks are built once per batch.
+        A batch of one preference is a plain PEFT forward of its adapter (``use``): nothing
+        to route. Otherwise every LoRA linear layer is patched with ``_routed_forward``;
+        only the adapters present are stacked, so an absent adapter gets no gradient
+        (``None``, not zeros: the optimizer leaves it as it is, exactly as when it trained
+        on batches of its own).
+
+        After a forward that built a graph, the patches outlive the block, as ``use``'s
+        active adapter does: gradient checkpointing recomputes each layer's forward inside
+        the backward, after this block, and the recomputation must route the rows as the
+        forward did. Outside a backward they are PEFT's own forward; the next ``use`` or
+        ``per_row`` removes them. A block without gradients leaves nothing behind.
         """
+        self._unpatch()
         first = next(self.peft.parameters())
-        owners = torch.tensor([self.index(p) for p in preferences], device=first.device)
-        masks = {
-            pref: (owners == self.index(pref)).to(first.dtype).view(-1, 1, 1)
-            for pref in dict.fromkeys(preferences)
-        }
-        patched = [m for m in self.peft.modules() if isinstance(m, LoraLinear)]
-        for module in patched:
-            module.forward = partial(_per_row_forward, module, masks)
+        if isinstance(preferences, torch.Tensor):
+            owners = preferences.to(device=first.device, dtype=torch.long)
+        else:
+            owners = torch.tensor([self.index(p) for p in preferences], device=first.device)
+        # sorted ids of the adapters in this batch, and each row's place among them
+        present, slots = owners.unique(return_inverse=True)
+        present = present.tolist()
+        for pid in present:
+            if not 0 <= pid < len(self.preferences):
+                raise ValueError(f"preference id {pid}: this run knows {self.preferences}")
+        if len(present) == 1:
+            with self.use(self.preferences[present[0]]):
+                yield
+            return
+        routing = _Routing([self.preferences[p] for p in present], slots)
+        self._patched = [m for m in self.peft.modules() if isinstance(m, LoraLinear)]
+        for module in self._patched:
+            module.forward = partial(_routed_forward, module, routing)
         try:
             yield
         finally:
-            for module in patched:
-                del module.forward
+            routing.open = False
+            if not routing.built_graph:
+                self._unpatch()
+
+    def _unpatch(self) -> None:
+        """Give every LoRA layer back its own forward (the class's: PEFT's)."""
+        for module in self._patched:
+            vars(module).pop("forward", None)
+        self._patched = []
 
     def first_stage_parameters(self, lm: PreTrainedModel) -> list[nn.Parameter]:
         return self.adapter_parameters()
@@ -116,14 +151,77 @@ class LoraControl(Control):
             set_peft_model_state_dict(self.peft, weights, adapter_name=pref)
 
 
-def _per_row_forward(
-    module: LoraLinear, masks: dict[str, torch.Tensor], x: torch.Tensor, *args, **kwargs
+class _Routing:
+    """One batch's routing: the adapters present (stacking order) and each row's slot.
+
+    ``weights`` gives a layer's per-row A and B; under ``torch.no_grad`` (generation) the
+    weights cannot change within the batch, so they are gathered once per layer and kept
+    for every decoding step, which leaves a step the two products a plain PEFT forward has.
+    ``open`` is false once the ``per_row`` block has ended; ``built_graph`` records that a
+    forward inside it ran with gradients (so a backward may recompute it); ``retired``,
+    that a forward ran after the block outside a backward (so that batch is done with).
+    """
+
+    def __init__(self, names: list[str], rows: torch.Tensor):
+        self.names = names
+        self.rows = rows
+        self.open = True
+        self.built_graph = False
+        self.retired = False
+        self._kept: dict[LoraLinear, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def weights(self, module: LoraLinear) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows x r x in, rows x out x r): each row's A, and its B times its scaling."""
+        kept = self._kept.get(module)
+        if kept is not None and not torch.is_grad_enabled():
+            return kept
+        a = torch.stack([module.lora_A[n].weight for n in self.names])[self.rows]
+        b = torch.stack([module.lora_B[n].weight for n in self.names])[self.rows]
+        scales = [module.scaling[n] for n in self.names]
+        if len(set(scales)) == 1:  # one LoraConfig for all adapters: the usual case
+            b = b * scales[0]
+        else:
+            per_row = torch.tensor(scales, dtype=b.dtype, device=b.device)[self.rows]
+            b = b * per_row.view(-1, 1, 1)
+        if not torch.is_grad_enabled():
+            self._kept[module] = (a, b)
+        return a, b
+
+
+def _routed_forward(
+    module: LoraLinear, routing: _Routing, x: torch.Tensor, *args, **kwargs
 ) -> torch.Tensor:
-    """A LoRA linear layer with each adapter added to its own rows only (no dropout: eval).
-    Each adapter runs on every row and a 0/1 row mask keeps its share: at LoRA ranks the
-    extra products cost less than gathering and scattering rows."""
+    """A LoRA linear layer where row i adds the delta of its own adapter only.
+
+    The per-row A and B are gathered from the stacked adapters (``A[rows]``: batch x r x
+    in), so each row costs exactly one adapter's products, whatever the number of adapters:
+    at LoRA ranks the gathered weights are a few hundred kB against megabytes of
+    activations, which is why this beats both running every adapter on every row under a
+    mask and sorting the rows into one sub-batch per adapter (measured in
+    ``bench/lora_mix.py``, "kernel"). Indexing is differentiable, so the backward
+    scatter-adds each row's gradient into its adapter's Parameters.
+    """
+    if not routing.open and (routing.retired or not _in_backward()):
+        # a block's leftover patch, outside a backward: that batch is over, PEFT's forward
+        routing.retired = True
+        return type(module).forward(module, x, *args, **kwargs)
+    if module.merged or module.lora_variant or module.disable_adapters:
+        raise ValueError("per-row LoRA needs plain, unmerged, enabled adapters (no DoRA)")
+    if x.dim() != 3 or x.shape[0] != routing.rows.shape[0]:
+        raise ValueError(
+            f"per-row LoRA routes {routing.rows.shape[0]} rows; a layer got input {tuple(x.shape)}"
+        )
+    routing.built_graph |= torch.is_grad_enabled()
     result = module.base_layer(x, *args, **kwargs)
-    for pref, mask in masks.items():
-        delta = module.lora_B[pref](module.lora_A[pref](x.to(module.lora_A[pref].weight.dtype)))
-        result = result + (delta * (module.scaling[pref] * mask)).to(result.dtype)
-    return result
+    a, b = routing.weights(module)
+    # every adapter of a control is built from one LoraConfig, so one dropout serves all
+    h = torch.bmm(module.lora_dropout[routing.names[0]](x.to(a.dtype)), a.mT)
+    if result.dtype == b.dtype:
+        return torch.baddbmm(result, h, b.mT)
+    return result + torch.bmm(h, b.mT).to(result.dtype)
+
+
+def _in_backward() -> bool:
+    """Whether autograd is running a backward on this thread (where checkpointing
+    recomputes); ``torch.utils.checkpoint`` asks the same question the same way."""
+    return torch._C._current_graph_task_id() != -1
