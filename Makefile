@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/alpha_generation.py
 	$(PY) bench/serve_throughput.py
 	$(PY) bench/serve_throughput.py --control soft-prompt --output bench/results/serve_throughput_soft_prompt.json
+	$(PY) bench/lora_mix.py
 
 clean:
 	rm -rf $(VENV) $(LATEST)
