@@ -206,6 +206,25 @@ def test_a_short_request_does_not_wait_for_a_long_one(meet_server):
     assert reply["choices"][0]["message"]["content"] == expected
 
 
+def test_a_burst_joins_over_several_steps_under_a_prefill_budget(meet_server):
+    """With room for one prompt per step, requests sent together (gathered by a long
+    batch wait, which would put them in one prefill) join one by one, the earlier ones
+    decoding meanwhile, and still answer as one-by-one generation does."""
+    run, _, _ = meet_server
+    service, server = start(run, max_prefill_tokens=1, batch_wait_s=0.5)
+    bodies = [chat(p, max_tokens=12) for p in PROMPTS]
+    try:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            replies = list(pool.map(lambda b: call(server.url, "/v1/chat/completions", b), bodies))
+    finally:
+        server.stop()
+    assert service.stats()["prefills"] == len(bodies)
+    for body, (status, reply) in zip(bodies, replies, strict=True):
+        assert status == 200
+        expected = decode(run.tokenizer, alone(run, body), GenerationConfig())
+        assert reply["choices"][0]["message"]["content"] == expected
+
+
 def test_clm_alpha_per_row_in_one_batch(clm_server):
     """Rows at alpha 0 (around the CLM layer), 0.5 (both streams), 1 and 2 decode together,
     join and leave at different steps, and each equals its one-by-one answer."""

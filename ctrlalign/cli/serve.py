@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from ctrlalign.cli.flags import finite_float
+from ctrlalign.cli.flags import add_device_flags, finite_float, placement
 
 API_KEY_ENV = "CTRLALIGN_API_KEY"
 
@@ -45,6 +45,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-n", type=int, default=8, help="cap on a request's n (choices)")
     parser.add_argument(
+        "--max-prefill-tokens",
+        type=int,
+        default=4096,
+        help="prompt tokens one step prefills at most (one request always joins): a burst of "
+        "arrivals then joins over several steps while the running answers keep advancing",
+    )
+    parser.add_argument(
         "--batch-wait-ms",
         type=finite_float,
         default=20.0,
@@ -57,11 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="continuous: requests join and leave the running batch at every step; static: a "
         "batch starts only when the previous one has finished (for comparison)",
     )
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="where the model runs: auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps",
-    )
+    add_device_flags(parser)
     parser.add_argument(
         "--api-key",
         default=os.environ.get(API_KEY_ENV),
@@ -83,18 +86,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def pick_device(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def _exit_quietly(signum, frame) -> None:
     """uvicorn re-raises the signal it drained on; once drained, leave with status 0."""
     raise SystemExit(0)
@@ -105,13 +96,19 @@ def run(args: argparse.Namespace) -> int:
     from ctrlalign.model.rundir import load_run, read_run_info
 
     info = read_run_info(args.run)
-    positive = ("max_batch_size", "max_new_tokens", "max_queue", "max_n", "max_body_bytes")
+    positive = (
+        "max_batch_size",
+        "max_new_tokens",
+        "max_queue",
+        "max_n",
+        "max_body_bytes",
+        "max_prefill_tokens",
+    )
     for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if args.batch_wait_ms < 0 or args.drain_timeout < 0:
         raise ValueError("--batch-wait-ms and --drain-timeout must be >= 0")
-    device = pick_device(args.device)
     name = args.name or Path(args.run).resolve().name
     state: dict = {"service": None, "error": None}
     app = build_app(
@@ -129,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
         server that is starting, not a dead port)."""
         try:
             started = time.monotonic()
-            loaded = load_run(args.run)
-            loaded.model.to(device)
+            loaded = load_run(args.run, **placement(args))
+            device = next(loaded.model.parameters()).device
             state["service"] = Service(
                 loaded,
                 name,
@@ -140,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
                 max_queue=args.max_queue,
                 max_n=args.max_n,
                 scheduler=args.scheduler,
+                max_prefill_tokens=args.max_prefill_tokens,
             )
             print(
                 f"ready: {name} loaded on {device} in {time.monotonic() - started:.1f} s",

@@ -269,6 +269,9 @@ class Engine:
     ``scheduler="static"`` reproduces micro-batching for comparison: a batch is admitted
     only when the previous one has finished (rows still leave as soon as they stop).
     ``max_batch_size`` counts choices (rows of answers); a dial row runs two streams.
+    ``max_prefill_tokens`` caps the prompt tokens one step prefills (one request always
+    joins), so a burst of arrivals cannot stall the running rows for all of its prefill:
+    they advance between its parts, as vLLM's ``max_num_batched_tokens`` does.
     """
 
     def __init__(
@@ -280,6 +283,7 @@ class Engine:
         scheduler: str = "continuous",
         batch_wait_s: float = 0.0,
         on_step: Callable[[int, int], None] | None = None,
+        max_prefill_tokens: int = 4096,
     ):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose from {SCHEDULERS}")
@@ -292,6 +296,7 @@ class Engine:
         self.scheduler = scheduler
         self.batch_wait_s = batch_wait_s
         self.on_step = on_step
+        self.max_prefill_tokens = max_prefill_tokens
         self.device = next(model.parameters()).device
         self.stop_ids = {tokenizer.eos_token_id}
         self.suppressed = model.control.suppressed_token_ids() if model.control else []
@@ -412,12 +417,17 @@ class Engine:
                 ):
                     self._cond.wait(left)
         joiners: list[_Seq] = []
+        tokens = 0
         with self._cond:
             while self._waiting and len(joiners) < free:
                 handle = self._waiting[0]
                 if handle.cancelled:
                     self._waiting.popleft()
                     continue
+                cost = sum(len(e.input_ids) for e in handle.job.examples)
+                if joiners and tokens + cost > self.max_prefill_tokens:
+                    break  # the rest join at the next step, after the running rows advance
+                tokens += cost
                 joiners.append(self._new_seq(handle, handle.admitted))
                 handle.admitted += 1
                 if handle.admitted == handle.job.n:

@@ -235,6 +235,7 @@ class Service:
         max_queue: int = 256,
         max_n: int = 8,
         scheduler: str = "continuous",
+        max_prefill_tokens: int = 4096,
     ):
         self.run = run
         self.name = name
@@ -252,6 +253,7 @@ class Service:
             scheduler=scheduler,
             batch_wait_s=batch_wait_s,
             on_step=self.metrics.on_step,
+            max_prefill_tokens=max_prefill_tokens,
         )
         self.metrics.queue_length.set_function(lambda: self.engine.queue_length)
         self.metrics.running.set_function(lambda: self.engine.active_rows)
