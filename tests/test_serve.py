@@ -35,6 +35,7 @@ from ctrlalign.inference.serving import ServerThread, Service, build_app
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control
 from ctrlalign.model.identity_layer import insert_identity_layer
+from ctrlalign.model.layout import encode_prompt
 from ctrlalign.model.loading import load_model
 from ctrlalign.model.rundir import Run, save_run
 
@@ -336,6 +337,42 @@ def test_completions_endpoint(meet_server):
     assert chunks[-1]["choices"][0]["finish_reason"] == reply["choices"][0]["finish_reason"]
 
 
+def test_logprobs_chat_streamed_and_completions(meet_server):
+    run, _, url = meet_server
+    body = chat(PROMPTS[0], max_tokens=6, logprobs=True, top_logprobs=3)
+    reply = call(url, "/v1/chat/completions", body)[1]
+    content = reply["choices"][0]["logprobs"]["content"]
+    assert len(content) == reply["usage"]["completion_tokens"]
+    for entry in content:
+        assert len(entry["top_logprobs"]) == 3 and entry["logprob"] <= 0
+        assert entry["top_logprobs"][0]["token"] == entry["token"]  # greedy: the top token
+        assert entry["logprob"] == pytest.approx(entry["top_logprobs"][0]["logprob"])
+        assert entry["bytes"] == list(entry["token"].encode())
+    # the first token's log-probability, recomputed by a plain forward under the control
+    example = encode_prompt(run.tokenizer, run.model.control, body["messages"], "good")
+    with torch.no_grad(), run.model.control.use("good"):
+        logits = run.model.lm(input_ids=torch.tensor([example.input_ids])).logits[0, -1]
+    first = torch.log_softmax(logits.float(), dim=-1).max()
+    assert content[0]["logprob"] == pytest.approx(float(first), abs=1e-4)
+    chunks = sse(url, "/v1/chat/completions", body)
+    streamed = [
+        entry
+        for c in chunks
+        if c["choices"] and c["choices"][0]["logprobs"]
+        for entry in c["choices"][0]["logprobs"]["content"]
+    ]
+    assert [e["token"] for e in streamed] == [e["token"] for e in content]
+    prompt = "Once upon a time"
+    reply = call(url, "/v1/completions", {"prompt": prompt, "max_tokens": 5, "logprobs": 2})[1]
+    logprobs = reply["choices"][0]["logprobs"]
+    tokens = reply["usage"]["completion_tokens"]
+    assert len(logprobs["tokens"]) == len(logprobs["token_logprobs"]) == tokens
+    assert len(logprobs["top_logprobs"]) == tokens
+    assert all(1 <= len(alternatives) <= 2 for alternatives in logprobs["top_logprobs"])
+    assert logprobs["text_offset"][0] == len(prompt)
+    assert reply["choices"][0]["text"].startswith(logprobs["tokens"][0])
+
+
 def generate_ids_raw(run: Run, example, limit: int) -> list[int]:
     """Greedy ids for an already encoded prompt, through plain HF-style decoding with the
     control's adapter active: an independent check of the raw completions path."""
@@ -368,7 +405,8 @@ def generate_ids_raw(run: Run, example, limit: int) -> list[int]:
         (chat("x", stop=["a", "b", "c", "d", "e"]), "up to 4", "stop"),
         (chat("x", stop=""), "non-empty", "stop"),
         (chat("x", frequency_penalty=0.5), "frequency_penalty", "frequency_penalty"),
-        (chat("x", logprobs=True), "logprobs", "logprobs"),
+        (chat("x", top_logprobs=2), "needs `logprobs: true`", "top_logprobs"),
+        (chat("x", logprobs=True, top_logprobs=21), "top_logprobs", "top_logprobs"),
         (chat("x", tools=[{"type": "function"}]), "tool", "tools"),
         (chat("x", best_of=3), "unknown field `best_of`", "best_of"),
         (chat("x", stream_options={"include_usage": True}), "stream: true", "stream_options"),

@@ -108,6 +108,12 @@ def test_sync_client(server):
         extra_body={"preference": "good", "against": "bad", "alpha": 1.5},
     )
     assert len(dial.choices) == 2 and dial.model == "run"
+    scored = api.chat.completions.create(
+        model="run", messages=messages, max_tokens=4, logprobs=True, top_logprobs=2
+    )
+    entries = scored.choices[0].logprobs.content
+    assert len(entries) == scored.usage.completion_tokens
+    assert all(len(e.top_logprobs) == 2 and e.logprob <= 0 for e in entries)
     text = api.completions.create(model="run:good", prompt="Once upon a time", max_tokens=5)
     assert text.object == "text_completion" and text.usage.completion_tokens <= 5
 

@@ -93,6 +93,8 @@ class Job:
     stream: bool = False
     #: the prompt's own tokens, control prefix excluded (what ``usage`` reports)
     prompt_tokens: int = 0
+    #: report each token's log-probability and this many alternatives; None: none
+    logprobs: int | None = None
 
     @property
     def total_prompt_tokens(self) -> int:
@@ -141,9 +143,13 @@ class Event:
     finish_reason: str | None = None  # finish: "stop" or "length"
     completion_tokens: int = 0
     error: Exception | None = None
+    #: with ``Job.logprobs``: (token, logprob, [(alternative, logprob), ...]) per token;
+    #: a token event has its own token's, a finish event every token's
+    logprobs: list[TokenLogprob] | None = None
 
 
 Sink = Callable[[Event], None]
+TokenLogprob = tuple[int, float, list[tuple[int, float]]]
 
 
 @dataclass
@@ -221,6 +227,7 @@ class _Seq:
     generator: torch.Generator | None
     text: _Text
     ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def job(self) -> Job:
@@ -529,6 +536,15 @@ class Engine:
         for i, seq in enumerate(seqs):
             if seq.generator is not None:
                 tokens[i] = int(_pick(mixed[i : i + 1], seq.config, seq.generator)[0])
+            if seq.job.logprobs is not None:
+                # the row's own distribution (its streams mixed, the dial included), before
+                # temperature and top_p, as vLLM reports by default
+                logps = torch.log_softmax(mixed[i], dim=-1)
+                top = logps.topk(seq.job.logprobs) if seq.job.logprobs else None
+                alternatives = (
+                    list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top else []
+                )
+                seq.logprobs.append((tokens[i], float(logps[tokens[i]]), alternatives))
         return tokens
 
     def _advance(self, seqs: list[_Seq], tokens: list[int], first: int) -> None:
@@ -553,9 +569,12 @@ class Engine:
                 rest, content = seq.text.finish(seq.ids)  # after this token's own delta
                 handle.finished += 1
                 event = Event("finish", seq.choice, delta + rest, content, reason, len(seq.ids))
+                event.logprobs = list(seq.logprobs) if handle.job.logprobs is not None else None
                 handle.sink(event)
             elif handle.job.stream:
-                handle.sink(Event("token", seq.choice, delta, completion_tokens=len(seq.ids)))
+                event = Event("token", seq.choice, delta, completion_tokens=len(seq.ids))
+                event.logprobs = seq.logprobs[-1:] if handle.job.logprobs is not None else None
+                handle.sink(event)
             next_ids += [token] * len(seq.job.streams)
         # the rows these choices feed next (all rows when this is a decode step)
         new = torch.tensor(next_ids, dtype=torch.long, device=self.device)

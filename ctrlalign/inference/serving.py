@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Annotated, Any, Literal
 
 import uvicorn
@@ -62,6 +63,7 @@ from ctrlalign.model.rundir import Run, default_preference
 log = logging.getLogger(__name__)
 
 INT64 = 2**63
+MAX_TOP_LOGPROBS = 20
 
 
 class RequestError(ValueError):
@@ -139,7 +141,7 @@ class ChatCompletionRequest(_Generation):
     max_completion_tokens: int | None = Field(None, ge=1, le=INT64 - 1)
     response_format: ResponseFormat | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["none"] | None = None
     parallel_tool_calls: bool | None = None
@@ -150,7 +152,7 @@ class CompletionRequest(_Generation):
     echo: bool | None = False
     suffix: str | None = None
     best_of: int | None = None
-    logprobs: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 # -- the service ---------------------------------------------------------------------------
@@ -220,6 +222,8 @@ class Prepared:
     alpha: float | None
     stream: bool
     include_usage: bool
+    #: completions: each prompt's length in characters (where ``text_offset`` starts)
+    prompt_chars: list[int] = dataclass_field(default_factory=list)
 
 
 class Service:
@@ -332,13 +336,11 @@ class Service:
         if body.stream_options is not None and not body.stream:
             raise RequestError("`stream_options` needs `stream: true`", "stream_options")
         if isinstance(body, ChatCompletionRequest):
-            if body.logprobs or body.top_logprobs is not None:
-                raise RequestError("`logprobs` is not supported by this server", "logprobs")
+            if body.top_logprobs is not None and not body.logprobs:
+                raise RequestError("`top_logprobs` needs `logprobs: true`", "top_logprobs")
             if body.tools:
                 raise RequestError("tool calls are not supported by this server", "tools")
         if isinstance(body, CompletionRequest):
-            if body.logprobs is not None:
-                raise RequestError("`logprobs` is not supported by this server", "logprobs")
             if body.echo:
                 raise RequestError("`echo` is not supported by this server", "echo")
             if body.suffix is not None:
@@ -392,6 +394,9 @@ class Service:
         else:
             prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         field = "messages" if chat else "prompt"
+        # top alternatives per token, or None: no logprobs (chat asks with a bool)
+        chat_logprobs_k = (body.top_logprobs or 0) if chat and body.logprobs else None
+        logprobs = chat_logprobs_k if chat else body.logprobs
         jobs = []
         for prompt in prompts:
             request = DialRequest(
@@ -423,6 +428,7 @@ class Service:
                     strip=chat,
                     stream=bool(body.stream),
                     prompt_tokens=own,
+                    logprobs=logprobs,
                 )
             )
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -433,6 +439,7 @@ class Service:
             body.alpha,
             bool(body.stream),
             include_usage,
+            [] if chat else [len(p) for p in prompts],
         )
 
     def _fit(self, prompt_len: int, limit: int | None, field: str) -> int:
@@ -598,6 +605,38 @@ class Counting:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
+
+def _logprob(value: float) -> float:
+    """JSON has no -inf: a token the row cannot emit reports OpenAI's floor instead."""
+    return max(value, -9999.0)
+
+
+def chat_logprobs(tokenizer, entries: list) -> dict:
+    """OpenAI's chat ``logprobs``: each token, its log-probability and alternatives."""
+
+    def one(token: int, logprob: float) -> dict:
+        text = tokenizer.decode([token])
+        return {"token": text, "logprob": _logprob(logprob), "bytes": list(text.encode())}
+
+    content = [
+        {**one(token, logprob), "top_logprobs": [one(t, lp) for t, lp in alternatives]}
+        for token, logprob, alternatives in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(tokenizer, entries: list, offset: int) -> dict:
+    """The legacy completions ``logprobs``: parallel lists, offsets into prompt + text."""
+    out: dict = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for token, logprob, alternatives in entries:
+        text = tokenizer.decode([token])
+        out["tokens"].append(text)
+        out["token_logprobs"].append(_logprob(logprob))
+        out["top_logprobs"].append({tokenizer.decode([t]): _logprob(lp) for t, lp in alternatives})
+        out["text_offset"].append(offset)
+        offset += len(text)
+    return out
 
 
 def _sse(payload: dict | str) -> str:
@@ -816,14 +855,21 @@ async def _answer(
     usage = call.usage(finished)
     call.record(usage)
     choices = []
+    tokenizer = svc.run.tokenizer
     for index in sorted(finished):
         event = finished[index]
+        logprobs = None
         if chat:
             choice = {"message": {"role": "assistant", "content": event.content}}
+            if event.logprobs is not None:
+                logprobs = chat_logprobs(tokenizer, event.logprobs)
         else:
             choice = {"text": event.content}
+            if event.logprobs is not None:
+                start = prepared.prompt_chars[index // prepared.jobs[0].n]
+                logprobs = completion_logprobs(tokenizer, event.logprobs, start)
         choices.append(
-            {"index": index, **choice, "logprobs": None, "finish_reason": event.finish_reason}
+            {"index": index, **choice, "logprobs": logprobs, "finish_reason": event.finish_reason}
         )
     return JSONResponse(
         {
@@ -856,17 +902,39 @@ async def _stream(
     if prepared.include_usage:
         head["usage"] = None
 
+    tokenizer = call.service.run.tokenizer
+    pending: dict[int, list] = {}  # logprobs of tokens whose text is not sent yet
+    offsets: dict[int, int] = {}  # completions: where the next token's text starts
+
+    def logprobs_of(index: int) -> dict | None:
+        entries = pending.pop(index, None)
+        if entries is None:
+            return None
+        if chat:
+            return chat_logprobs(tokenizer, entries)
+        start = offsets.get(index, prepared.prompt_chars[index // prepared.jobs[0].n])
+        out = completion_logprobs(tokenizer, entries, start)
+        offsets[index] = start + sum(len(t) for t in out["tokens"])
+        return out
+
     def chunk(index: int, text: str | None, reason: str | None, first: bool = False) -> str:
+        logprobs = None if first else logprobs_of(index)
         if chat:
             delta: dict = {"role": "assistant", "content": ""} if first else {}
             if text:
                 delta["content"] = text
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
         else:
-            choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
+            choice = {
+                "index": index,
+                "text": text or "",
+                "logprobs": logprobs,
+                "finish_reason": reason,
+            }
         return _sse({**head, "choices": [choice], **extra})
 
     finished: dict[int, Event] = {}
+    sent_logprobs: dict[int, int] = {}
     try:
         if chat:
             for index in range(call.choices):
@@ -875,9 +943,15 @@ async def _stream(
             job_index, event = await call.next(None)
             index = call.index(job_index, event.choice)
             if event.kind == "token":
+                if event.logprobs is not None:
+                    pending.setdefault(index, []).extend(event.logprobs)
+                    sent_logprobs[index] = sent_logprobs.get(index, 0) + len(event.logprobs)
                 if event.text:
                     yield chunk(index, event.text, None)
                 continue
+            if event.logprobs is not None:  # the last token's, not sent by a token event
+                rest = event.logprobs[sent_logprobs.get(index, 0) :]
+                pending.setdefault(index, []).extend(rest)
             finished[index] = event
             yield chunk(index, event.text, event.finish_reason)
         usage = call.usage(finished)
