@@ -1,15 +1,21 @@
-"""The pair layout: a prompt and its two responses in one row, the prompt run once.
+"""Pair layouts: how (prompt, chosen, rejected) reach the network. DPO, its relatives and
+CLM read pairs through ``batch_pair_logps`` and collate them with ``pair_collator``, which
+picks the layout the attention implementation can run:
 
-Each pair is one row ``[prompt][chosen][rejected]`` in which both responses are positioned
-right after the prompt and a 4D attention mask keeps each response from seeing the other, so
-the log-probs (and their gradients) are those of two full sequences (tested against TRL)
-with the prompt computed once, and padding is per pair rather than per sequence. DPO, its
-relatives and CLM all read pairs through ``pair_logps``.
+- shared prompt (SDPA, eager): one row ``[prompt][chosen][rejected]`` per pair in which both
+  responses are positioned right after the prompt and a 4D attention mask keeps each
+  response from seeing the other, so the log-probs (and gradients) are those of two full
+  sequences (tested against TRL) with the prompt computed once;
+- packed (FlashAttention-2, which takes no 4D mask): every pair's two sequences
+  ``[prompt][chosen]`` and ``[prompt][rejected]`` one after another in a single row without
+  padding, positions restarting at each; FlashAttention-2 reads the sequence bounds from the
+  position ids (varlen), other implementations get the block-diagonal mask. The prompt runs
+  twice, the price of the kernel; no token of padding is computed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +28,7 @@ from ctrlalign.model.layout import prompt_ids, response_ids
 from ctrlalign.model.logprobs import lm_logits
 
 PAIR_INPUTS = ("input_ids", "position_ids", "segment_ids", "source", "targets", "owner")
+PACKED_INPUTS = ("input_ids", "position_ids", "sequence_ids", "source", "targets", "owner")
 
 
 @dataclass(frozen=True)
@@ -103,8 +110,9 @@ def pair_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dty
     """
     if attn_implementation not in ("sdpa", "eager"):
         raise ValueError(
-            f"DPO's shared-prompt forward needs a 4D attention mask, which {attn_implementation!r}"
-            " attention does not take; load the model with attn_implementation='sdpa'"
+            f"the shared-prompt pair layout needs a 4D attention mask, which "
+            f"{attn_implementation!r} attention does not take; collate with pair_collator, "
+            "which packs the pairs for it"
         )
     width = segment_ids.shape[1]
     index = torch.arange(width, device=segment_ids.device)
@@ -128,9 +136,71 @@ def pair_logps(
     owner: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of the chosen and of the rejected responses, each prompt run once."""
-    config = model.config
+    embeds_dtype = model.base.get_input_embeddings().weight.dtype
+    mask = pair_attention_mask(segment_ids, model.config._attn_implementation, embeds_dtype)
+    return _response_sums(
+        model, input_ids, mask, position_ids, source, targets, owner, input_ids.shape[0]
+    )
+
+
+def collate_packed_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """All pairs in one padding-free row: sequence 2i is ``[prompt][chosen]`` of pair i,
+    2i + 1 its ``[prompt][rejected]``, each positioned from 0. ``pad_id`` is unused (there is
+    no padding); it is taken so every pair collator has one signature."""
+    ids, positions, sequences, source, targets, owner = [], [], [], [], [], []
+    for row, e in enumerate(examples):
+        for side, response in ((0, e.chosen_ids), (1, e.rejected_ids)):
+            start, sequence = len(ids), e.prompt_ids + response
+            ids += sequence
+            positions += range(len(sequence))
+            sequences += [2 * row + side] * len(sequence)
+            # the last prompt position predicts the response's first token
+            source += range(start + len(e.prompt_ids) - 1, start + len(sequence) - 1)
+            targets += response
+            owner += [2 * row + side] * len(response)
+    return {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([positions]),
+        "sequence_ids": torch.tensor([sequences]),
+        "source": torch.tensor(source),
+        "targets": torch.tensor(targets),
+        "owner": torch.tensor(owner),
+        "response_lengths": torch.tensor(
+            [[len(e.chosen_ids), len(e.rejected_ids)] for e in examples]
+        ),
+        "ref_logps": torch.tensor([[e.ref_chosen, e.ref_rejected] for e in examples]),
+    }
+
+
+def packed_attention_mask(
+    sequence_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """None for FlashAttention-2 (it finds the sequences from the position ids); else the
+    causal block-diagonal mask, boolean for SDPA, additive for eager."""
+    if attn_implementation == "flash_attention_2":
+        return None
+    width = sequence_ids.shape[1]
+    index = torch.arange(width, device=sequence_ids.device)
+    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
+    allowed = (same & (index[None, :] <= index[:, None]))[:, None]
+    if attn_implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
+def _response_sums(
+    model: ControlledLM,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor | None,
+    position_ids: torch.Tensor,
+    source: torch.Tensor,
+    targets: torch.Tensor,
+    owner: torch.Tensor,
+    pairs: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     embeds = model.embed(input_ids)
-    mask = pair_attention_mask(segment_ids, config._attn_implementation, embeds.dtype)
     hidden = (
         model.base.get_decoder()(
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
@@ -139,6 +209,36 @@ def pair_logps(
         .index_select(0, source)
     )
     logps = -F.cross_entropy(lm_logits(model.base, hidden), targets, reduction="none")
-    sums = torch.zeros(2 * input_ids.shape[0], dtype=logps.dtype, device=logps.device)
+    sums = torch.zeros(2 * pairs, dtype=logps.dtype, device=logps.device)
     sums = sums.index_add(0, owner, logps)
     return sums[0::2], sums[1::2]
+
+
+def packed_pair_logps(
+    model: ControlledLM,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    sequence_ids: torch.Tensor,
+    source: torch.Tensor,
+    targets: torch.Tensor,
+    owner: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probs of the chosen and of the rejected responses, packed layout."""
+    embeds_dtype = model.base.get_input_embeddings().weight.dtype
+    mask = packed_attention_mask(sequence_ids, model.config._attn_implementation, embeds_dtype)
+    pairs = int(sequence_ids.max()) // 2 + 1
+    return _response_sums(model, input_ids, mask, position_ids, source, targets, owner, pairs)
+
+
+def pair_collator(attn_implementation: str) -> Callable[..., dict[str, torch.Tensor]]:
+    """The pair layout this attention implementation runs (see the module docstring)."""
+    return collate_packed_pairs if attn_implementation == "flash_attention_2" else collate_pairs
+
+
+def batch_pair_logps(
+    model: ControlledLM, batch: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) summed log-probs of a collated batch, whichever its layout."""
+    if "sequence_ids" in batch:
+        return packed_pair_logps(model, *(batch[k] for k in PACKED_INPUTS))
+    return pair_logps(model, *(batch[k] for k in PAIR_INPUTS))

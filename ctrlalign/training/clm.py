@@ -28,7 +28,7 @@ def train(config: TrainConfig) -> Path:
     started = time.time()
     torch.manual_seed(config.seed)
     train_data, eval_data = load_splits(config)
-    lm, tokenizer = load_training_model(config, pairs=True)
+    lm, tokenizer = load_training_model(config)
     layer = insert_identity_layer(lm)
     model = ControlledLM(lm)
     params = list(layer.parameters())

@@ -26,7 +26,7 @@ def train(config: TrainConfig) -> Path:
     started = time.time()
     torch.manual_seed(config.seed)
     train_data, eval_data = load_splits(config)
-    lm, tokenizer = load_training_model(config, pairs=True)
+    lm, tokenizer = load_training_model(config)
     if config.use_lora:
         lm = get_peft_model(lm, lora_config(config.lora_rank, config.lora_alpha))
         params = [p for n, p in lm.named_parameters() if "lora_" in n]

@@ -36,7 +36,7 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from ctrlalign.data import PreferenceData
 from ctrlalign.model.controlled_lm import ControlledLM
-from ctrlalign.model.pairs import PAIR_INPUTS, PairExample, collate_pairs, encode_pairs, pair_logps
+from ctrlalign.model.pairs import PairExample, batch_pair_logps, encode_pairs, pair_collator
 from ctrlalign.training.config import TrainConfig
 from ctrlalign.training.guard import fingerprint
 from ctrlalign.training.objectives import PAIR_OBJECTIVES, PairHyper, PairLogps
@@ -93,11 +93,13 @@ def with_reference_logps(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    collate = pair_collator(model.config._attn_implementation)
     refs = []
     with reference(model):
         for start in range(0, len(examples), batch_size):
-            batch = collate_pairs(examples[start : start + batch_size], pad_id)
-            chosen, rejected = pair_logps(model, *(batch[k].to(device) for k in PAIR_INPUTS))
+            batch = collate(examples[start : start + batch_size], pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            chosen, rejected = batch_pair_logps(model, batch)
             refs.append(torch.stack([chosen, rejected], -1).cpu())
     model.train(was_training)
     table = torch.cat(refs) if refs else torch.zeros(0, 2)
@@ -146,7 +148,7 @@ class DPOObjective(nn.Module):
         response_lengths: torch.Tensor,
         **batch: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        chosen, rejected = pair_logps(self.model, *(batch[k] for k in PAIR_INPUTS))
+        chosen, rejected = batch_pair_logps(self.model, batch)
         policy, ref = self.logps(chosen, rejected, ref_logps, response_lengths)
         losses = self.objective.loss(policy, ref, self.hyper)
         self._record(policy, ref)
@@ -227,13 +229,12 @@ def evaluate_pairs(
     was_training = objective.training
     objective.eval()
     device = next(objective.parameters()).device
+    collate = pair_collator(objective.model.config._attn_implementation)
     losses, margins = [], []
     for start in range(0, len(examples), batch_size):
-        batch = {
-            k: v.to(device)
-            for k, v in collate_pairs(examples[start : start + batch_size], pad_id).items()
-        }
-        chosen, rejected = pair_logps(objective.model, *(batch[k] for k in PAIR_INPUTS))
+        batch = collate(examples[start : start + batch_size], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        chosen, rejected = batch_pair_logps(objective.model, batch)
         policy, ref = objective.logps(
             chosen, rejected, batch["ref_logps"], batch["response_lengths"]
         )
@@ -304,7 +305,7 @@ def fit_pairs(
         stage_dir,
         args,
         train_pairs,
-        partial(collate_pairs, pad_id=pad),
+        partial(pair_collator(model.config._attn_implementation), pad_id=pad),
         trainer_cls=PairTrainer,
     )
     if eval_pairs:

@@ -187,24 +187,14 @@ def training_device(config: TrainConfig) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def load_training_model(
-    config: TrainConfig, pairs: bool = False
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_training_model(config: TrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The LM to train, in fp32 (the Trainer's mixed precision keeps fp32 master weights),
     loaded straight to ``training_device``, with the attention and checkpointing asked for.
-
-    ``pairs``: DPO and CLM pack (chosen, rejected) in one row under a 4D block mask, which
-    FlashAttention-2 does not take; they run on SDPA unless eager is asked for.
+    Pair methods then pick their layout from the attention implementation
+    (``model.pairs.pair_collator``).
     """
     device = training_device(config)
     attn = resolve_attn(config.attn_implementation, device)
-    if pairs and attn == "flash_attention_2":
-        if config.attn_implementation == "flash_attention_2":
-            raise ValueError(
-                f"--method {config.method} packs each pair under a 4D attention mask, which "
-                "FlashAttention-2 does not take: use --attn-implementation sdpa or eager"
-            )
-        attn = "sdpa"
     lm, tokenizer = load_model(config.model, torch.float32, device, attn)
     if config.gradient_checkpointing:
         # non-reentrant: works when only a control (an input-side tensor) requires grad
