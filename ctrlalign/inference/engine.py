@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import inspect
 import logging
 import os
 import threading
@@ -254,13 +253,6 @@ def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
-def cache_keyword(model: ControlledLM) -> str:
-    """The keyword the LM's forward takes its KV cache by: ``cache`` on transformers
-    versions that renamed ``past_key_values`` (deprecated there), the old name before."""
-    forward = inspect.signature(type(model.base).forward).parameters
-    return "cache" if "cache" in forward else "past_key_values"
-
-
 def _cache_from(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
     """A ``DynamicCache`` holding the given (keys, values) per layer, through its public
     ``update`` (so the layers are built the way transformers builds them)."""
@@ -305,10 +297,10 @@ class Engine:
         self.on_step = on_step
         self.max_prefill_tokens = max_prefill_tokens
         self.device = next(model.parameters()).device
-        self.stop_ids = {tokenizer.eos_token_id}
+        self.stop_ids = set(model.end_ids(tokenizer))  # as generation.py stops
         self.suppressed = model.control.suppressed_token_ids() if model.control else []
         self.n_layers = model.config.get_text_config().num_hidden_layers
-        self.cache_keyword = cache_keyword(model)
+        self.cache_keyword = model.cache_argument
         self.stats = {"requests": 0, "steps": 0, "prefills": 0, "max_rows": 0, "tokens": 0}
         self._waiting: collections.deque[Handle] = collections.deque()
         self._cond = threading.Condition()
