@@ -83,6 +83,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=30.0,
         help="on SIGTERM, seconds to finish requests in flight before cancelling them",
     )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request (method, path, status) to stderr, as uvicorn does",
+    )
     parser.set_defaults(func=run)
 
 
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout,
     )
-    server = uvicorn_server(app, args.drain_timeout)
+    server = uvicorn_server(app, args.drain_timeout, access_log=args.access_log)
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
 

@@ -981,11 +981,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_server(app: FastAPI, drain_timeout_s: float | None = 30.0) -> uvicorn.Server:
+def uvicorn_server(
+    app: FastAPI, drain_timeout_s: float | None = 30.0, access_log: bool = False
+) -> uvicorn.Server:
+    """uvicorn for ``app``: a deep accept backlog (a burst of clients must not get
+    connection errors), keep-alive long enough for clients that pool connections, and
+    ``drain_timeout_s`` for requests in flight at shutdown."""
     config = uvicorn.Config(
         app,
-        log_level="warning",
-        access_log=False,
+        log_level="info" if access_log else "warning",
+        access_log=access_log,
         lifespan="on",
         backlog=2048,
         timeout_keep_alive=30,
