@@ -56,6 +56,13 @@ STAGES = ("first", "second", "both")
 CLM_LOSSES = ("dpo", "lm")
 
 
+def _check_placement(device: str, dtype: str) -> None:
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda[:N] to train, got {device!r}")
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ValueError(f"--dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+
+
 class ConfigBase:
     """Dict and YAML round-trips with clear errors, shared by every recipe's config."""
 
@@ -191,14 +198,7 @@ class TrainConfig(ConfigBase):
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         self._check_batch()
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise ValueError(
-                f"--device must be auto, cpu or cuda[:N] to train, got {self.device!r}"
-            )
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(
-                f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
-            )
+        _check_placement(self.device, self.dtype)
         if self.control_kind == "prompt" and "first" in self.stage_list:
             raise ValueError("prompt controls have nothing to train in the first step")
         if self.control_kind is None and "first" in self.stage_list:
@@ -237,10 +237,13 @@ class RewardModelConfig(ConfigBase):
     eval_fraction: float = option(0.1, "share of pairs held out for pairwise accuracy")
     seed: int = option(42, "seed of the split, the head's initialisation and the data order")
     logging_steps: int = option(10, "log the loss every N optimiser steps")
+    device: str = option("auto", "auto (a GPU when present) or cpu")
+    dtype: str = option("auto", "auto (bf16 mixed precision on a GPU that has it), float32, ...")
 
     def validate(self) -> None:
         if not self.data:
             raise ValueError("no training data: pass --data KIND:PATH (pairwise)")
+        _check_placement(self.device, self.dtype)
         if not self.output:
             raise ValueError("no output folder: pass --output DIR")
         self._check_batch()

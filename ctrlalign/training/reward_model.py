@@ -38,6 +38,7 @@ from ctrlalign.model.loading import load_tokenizer, smollm2_dir, tiny_model
 from ctrlalign.model.reward import RewardModel, encode_for_reward
 from ctrlalign.training.config import RewardModelConfig
 from ctrlalign.training.objectives import bradley_terry_loss
+from ctrlalign.training.stage import precision
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,6 @@ def train_reward_model(config: RewardModelConfig) -> Path:
     model, tokenizer = load_reward_model(config.model)
     staging = output.with_name(output.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
-    cuda = torch.cuda.is_available()
     args = TrainingArguments(
         output_dir=str(staging / "checkpoints"),
         per_device_train_batch_size=config.micro_batch_size,
@@ -156,9 +156,7 @@ def train_reward_model(config: RewardModelConfig) -> Path:
         remove_unused_columns=False,
         report_to="none",
         seed=config.seed,
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not cuda,
-        dataloader_pin_memory=cuda,
+        **precision(config.device, config.dtype),
     )
     trainer = BradleyTerryTrainer(
         model=model,

@@ -126,6 +126,19 @@ def set_trainable(model: nn.Module, params: list[nn.Parameter]) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def precision(device: str, dtype: str) -> dict[str, bool]:
+    """``TrainingArguments`` keywords for ``--device`` and ``--dtype``: mixed precision keeps
+    fp32 master weights and computes in ``dtype`` (auto: bf16 on a GPU that has it)."""
+    cuda = torch.cuda.is_available() and device != "cpu"
+    bf16 = dtype == "bfloat16" or (dtype == "auto" and cuda and torch.cuda.is_bf16_supported())
+    return {
+        "bf16": bf16,
+        "fp16": dtype == "float16",
+        "use_cpu": not cuda,
+        "dataloader_pin_memory": cuda,
+    }
+
+
 def training_arguments(
     config: TrainConfig, output_dir: Path, lr: float, epochs: float, unused_params: bool = False
 ):
@@ -138,10 +151,6 @@ def training_arguments(
             f"batch_size {config.batch_size} is not divisible by micro_batch_size x processes "
             f"({config.micro_batch_size} x {world})"
         )
-    cuda = torch.cuda.is_available() and config.device != "cpu"
-    bf16 = config.dtype == "bfloat16" or (
-        config.dtype == "auto" and cuda and torch.cuda.is_bf16_supported()
-    )
     return TrainingArguments(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.micro_batch_size,
@@ -164,10 +173,7 @@ def training_arguments(
         # the tokens each log line has seen, gathered over processes (tokens/s in the logs)
         include_num_input_tokens_seen=True,
         seed=config.seed,
-        bf16=bf16,
-        fp16=config.dtype == "float16",
-        use_cpu=not cuda,
-        dataloader_pin_memory=cuda,
+        **precision(config.device, config.dtype),
         ddp_find_unused_parameters=unused_params,
     )
 
