@@ -250,6 +250,37 @@ def test_batched_lora_under_gradient_checkpointing(controlled):
         torch.testing.assert_close(grads[True][name], grad, rtol=0, atol=atol, msg=name)
 
 
+def test_lora_per_row_with_partitioned_weights_runs_sub_batches(controlled, monkeypatch):
+    """Under DeepSpeed ZeRO-3 a weight is gathered only inside its own module's forward, so
+    stacking is impossible and each adapter's rows go through its modules as a sub-batch:
+    the same logits and gradients as the batched path (ZeRO-3 itself is not installed here;
+    the detection is replaced so that the fallback's arithmetic is what is tested)."""
+    from ctrlalign.model.controls import lora
+
+    model, tok = controlled("lora", preferences=MANY, lora_random=True)
+    model.eval()
+    model.requires_grad_(False)
+    for p in model.control.adapter_parameters():
+        p.requires_grad_(True)
+    examples = [
+        encode(tok, model.control, [{"role": "user", "content": p}], pref, r)
+        for p, pref, r in MANY_CASES
+    ]
+    batched = summed_logps_grads(model, examples, tok.pad_token_id)
+    monkeypatch.setattr(lora, "_partitioned", lambda weight: True)
+    calls = []
+    first = model.lm.base_model.model.model.layers[0].self_attn.q_proj.lora_A["warm"]
+    first.register_forward_hook(lambda *_: calls.append(1))  # where ZeRO-3 would gather
+    split = summed_logps_grads(model, examples, tok.pad_token_id)
+    assert calls, "the adapters' own modules ran"
+    assert set(split) == set(batched)
+    tokens = sum(len(e.input_ids) for e in examples)
+    reduction = max(model.lm.config.intermediate_size, tokens)  # as in the gradient test
+    for name, grad in batched.items():
+        atol = fp32_sum_tolerance(reduction, grad)
+        torch.testing.assert_close(split[name], grad, rtol=0, atol=atol, msg=name)
+
+
 def test_batched_lora_generation_of_four_preferences_equals_one_by_one(controlled):
     model, tok = controlled("lora", preferences=MANY, lora_random=True)
     prompts = [p for p in PROMPTS for _ in MANY]

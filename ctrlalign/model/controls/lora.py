@@ -9,6 +9,11 @@ each row's gradient to its own adapter), gathers every row's pair, and adds the 
 with two batched products (``torch.bmm``). PEFT's own ``adapter_names`` forward does the
 same routing with one sub-batch per adapter, but refuses training mode and rebuilds its row
 lists at every forward.
+
+Routing is per row. A packed row holding examples of several preferences (padding-free
+training) would need it per token: gathering per token copies far too much, but
+``x @ A_all.T`` over the K * r stacked rows, zeroed outside each token's own r columns,
+then ``@ B_all`` (out x K * r) is two products whatever the mix (not built yet).
 """
 
 from __future__ import annotations
@@ -213,12 +218,36 @@ def _routed_forward(
         )
     routing.built_graph |= torch.is_grad_enabled()
     result = module.base_layer(x, *args, **kwargs)
+    if _partitioned(module.lora_A[routing.names[0]].weight):
+        return result + _segment_delta(module, routing, x).to(result.dtype)
     a, b = routing.weights(module)
     # every adapter of a control is built from one LoraConfig, so one dropout serves all
     h = torch.bmm(module.lora_dropout[routing.names[0]](x.to(a.dtype)), a.mT)
     if result.dtype == b.dtype:
         return torch.baddbmm(result, h, b.mT)
     return result + torch.bmm(h, b.mT).to(result.dtype)
+
+
+def _partitioned(weight: torch.Tensor) -> bool:
+    """Whether DeepSpeed ZeRO-3 holds this parameter as a shard: it gathers a parameter
+    only inside its own module's forward (a hook on ``lora_A[name]``), so stacking the
+    weights directly would read empty shards."""
+    return hasattr(weight, "ds_id")
+
+
+def _segment_delta(module: LoraLinear, routing: _Routing, x: torch.Tensor) -> torch.Tensor:
+    """Each adapter's rows as a sub-batch through its own modules (PEFT's ``adapter_names``
+    layout, with gradients): K products a layer instead of one, but every weight is read
+    through its module's forward, which ZeRO-3 needs."""
+    h = module.lora_dropout[routing.names[0]](x.to(module.lora_A[routing.names[0]].weight.dtype))
+    delta = None
+    for slot, name in enumerate(routing.names):
+        rows = (routing.rows == slot).nonzero(as_tuple=True)[0]
+        part = module.lora_B[name](module.lora_A[name](h[rows])) * module.scaling[name]
+        if delta is None:
+            delta = part.new_zeros((x.shape[0], *part.shape[1:]))
+        delta = delta.index_add(0, rows, part)
+    return delta
 
 
 def _in_backward() -> bool:
