@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/serve_throughput.py
 	$(PY) bench/serve_throughput.py --control soft-prompt --output bench/results/serve_throughput_soft_prompt.json
 	$(PY) bench/lora_mix.py
+	$(PY) bench/lora_mix.py --parts padded --rounds 2 --output bench/results/lora_mix_padded.json
 
 clean:
 	rm -rf $(VENV) $(LATEST)
