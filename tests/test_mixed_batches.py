@@ -306,6 +306,8 @@ def test_lora_per_row_of_one_preference_is_a_plain_forward(controlled):
         with model.control.use("warm"):
             plain = model.lm(input_ids=ids).logits
     assert torch.equal(ours, plain)
+    with model.control.per_row(torch.zeros(0, dtype=torch.long)):  # an empty batch
+        assert not any("forward" in vars(m) for m in model.lm.modules())
     with pytest.raises(ValueError, match="unknown preference"), model.control.per_row(["grumpy"]):
         pass
     routed = model.control.per_row(["warm", "terse"])  # two rows routed, three given

@@ -65,6 +65,7 @@ class LoraControl(Control):
         super().__init__(preferences)
         self.config = lora_config(rank, alpha, dropout, target_modules)
         self.peft: PeftModel | None = None
+        self._layers: list[LoraLinear] = []  # every adapted linear layer, once attached
         self._patched: list[LoraLinear] = []  # layers routed by per_row (see there)
 
     @classmethod
@@ -122,12 +123,17 @@ class LoraControl(Control):
         for pid in present:
             if not 0 <= pid < len(self.preferences):
                 raise ValueError(f"preference id {pid}: this run knows {self.preferences}")
+        if not present:  # no rows: nothing runs
+            yield
+            return
         if len(present) == 1:
             with self.use(self.preferences[present[0]]):
                 yield
             return
         routing = _Routing([self.preferences[p] for p in present], slots)
-        self._patched = [m for m in self.peft.modules() if isinstance(m, LoraLinear)]
+        if not self._layers:  # the adapted layers, found once (a walk of every module)
+            self._layers = [m for m in self.peft.modules() if isinstance(m, LoraLinear)]
+        self._patched = list(self._layers)
         for module in self._patched:
             module.forward = partial(_routed_forward, module, routing)
         try:
