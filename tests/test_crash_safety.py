@@ -180,3 +180,29 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_last_one_and_says_so(
     got, want = weights(out), weights(reference)
     for name in want:
         assert torch.equal(got[name], want[name]), name
+
+
+def test_a_setting_added_after_a_run_started_matches_at_its_default(
+    tmp_path, pairwise_file, train_config
+):
+    """A run in progress recorded by an older ctrlalign lacks later settings: resuming it
+    works while they stay at their defaults (what the run had), and is refused otherwise."""
+    import json
+
+    from ctrlalign.training import guard
+
+    config = train_config(f"pairwise:{pairwise_file}", tmp_path / "run", "dpo")
+    with guard.claim(config) as finished:
+        assert not finished
+        (tmp_path / "run" / "checkpoints").mkdir()  # work started
+    record = tmp_path / "run" / guard.SETTINGS_FILE
+    older = json.loads(record.read_text())
+    del older["simpo_gamma"]
+    record.write_text(json.dumps(older))
+    with guard.claim(config) as finished:
+        assert not finished
+    changed = train_config(f"pairwise:{pairwise_file}", tmp_path / "run", "dpo", simpo_gamma=0.9)
+    record.write_text(json.dumps(older))
+    message = "simpo_gamma: None there, 0.9 now"
+    with pytest.raises(guard.SettingsChanged, match=message), guard.claim(changed):
+        pass

@@ -12,6 +12,7 @@ the run) therefore belongs to one set of settings.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -84,12 +85,25 @@ def run_settings(config: TrainConfig) -> dict:
     }
 
 
+def _defaults() -> dict:
+    """Every ``TrainConfig`` field's default, as it reads back from JSON."""
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.default is not dataclasses.MISSING:
+            values[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            values[f.name] = f.default_factory()
+    return json.loads(json.dumps(values))
+
+
 def _differences(stored: dict, wanted: dict) -> list[str]:
-    keys = sorted(set(stored) | set(wanted))
+    """Settings that differ. A setting the record lacks was added to ctrlalign after the
+    run started: it matches when asked at its default (the value the run had in effect)."""
+    defaults = _defaults()
     return [
-        f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now"
-        for k in keys
-        if stored.get(k) != wanted.get(k)
+        f"{k}: {stored.get(k)!r} there, {value!r} now"
+        for k, value in sorted(wanted.items())
+        if (stored[k] != value if k in stored else value != defaults.get(k, value))
     ]
 
 
