@@ -161,3 +161,28 @@ def test_token_control_keeps_the_tokenizers_extra_special_tokens():
     assert special | {"<|ctrl:good|>", "<|ctrl:bad|>"} == set(tokenizer.all_special_tokens)
     ids = tokenizer("<|im_sep|>Hi<|ctrl:good|> there", add_special_tokens=False).input_ids
     assert tokenizer.decode(ids, skip_special_tokens=True) == "Hi there"
+
+
+def test_soft_prompts_start_from_the_given_texts():
+    """``--soft-prompt-init good='A good summary is'``: that preference's soft prompt starts as
+    the text's token embeddings, repeated to the length; the others from their names."""
+    from ctrlalign.cli import build_parser
+    from ctrlalign.cli.flags import config_from_args
+    from ctrlalign.model.controls import build_control, control_options
+    from ctrlalign.model.loading import load_model
+    from ctrlalign.training.config import TrainConfig
+
+    argv = ["train", "--data", "pairwise:x", "--output", "o", "--method", "meet-prompt"]
+    argv += ["--soft-prompt-length", "6", "--soft-prompt-init", "good=A good summary is"]
+    config = config_from_args(build_parser().parse_args(argv), TrainConfig)
+    assert config.soft_prompt_init == {"good": "A good summary is"}
+    lm, tok = load_model("tiny")
+    control = build_control("soft-prompt", ["good", "bad"], **control_options(config.to_dict()))
+    control.attach(lm, tok)
+    table = lm.get_input_embeddings().weight
+    text = tok(" A good summary is", add_special_tokens=False).input_ids
+    word = tok(" bad", add_special_tokens=False).input_ids
+    assert torch.equal(control.prompts[0], table[(text * 6)[:6]])
+    assert torch.equal(control.prompts[1], table[(word * 6)[:6]])
+    with pytest.raises(ValueError, match="unknown preferences"):
+        build_control("soft-prompt", ["good", "bad"], soft_prompt_init={"fine": "x"})

@@ -118,6 +118,9 @@ class TrainConfig(ConfigBase):
         {}, "hand-written prompt per preference: good='A good answer is',bad=..."
     )
     soft_prompt_length: int = option(50, "meet-prompt: soft prompt tokens per preference")
+    soft_prompt_init: dict[str, str] = option(
+        {}, "meet-prompt: start a preference's soft prompt from a text: good='A good summary is'"
+    )
     lora_rank: int = option(4, "meet-lora, dpo --use-lora: LoRA rank")
     lora_alpha: int | None = option(None, "LoRA scaling alpha (default: twice the rank)")
     epochs: float = option(5.0, "epochs of the second (or only) step")

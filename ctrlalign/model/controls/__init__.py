@@ -18,7 +18,13 @@ from ctrlalign.model.controls.token import TokenControl
 CONTROL_KINDS: dict[str, type[Control]] = {
     cls.kind: cls for cls in (PromptControl, TokenControl, SoftPromptControl, LoraControl)
 }
-CONTROL_OPTIONS = ("prompt_texts", "soft_prompt_length", "lora_rank", "lora_alpha")
+CONTROL_OPTIONS = (
+    "prompt_texts",
+    "soft_prompt_length",
+    "soft_prompt_init",
+    "lora_rank",
+    "lora_alpha",
+)
 
 
 def control_options(settings: Mapping[str, object]) -> dict[str, object]:

@@ -22,23 +22,34 @@ from ctrlalign.model.controls.token import init_from_words
 class SoftPromptControl(Control):
     kind = "soft-prompt"
 
-    def __init__(self, preferences: list[str], length: int = 50):
+    def __init__(
+        self, preferences: list[str], length: int = 50, init: Mapping[str, str] | None = None
+    ):
         super().__init__(preferences)
         if length < 1:
             raise ValueError(f"soft prompt length must be >= 1, got {length}")
+        unknown = sorted(set(init or {}) - set(preferences))
+        if unknown:
+            raise ValueError(f"soft prompt init for unknown preferences {unknown}")
         self.length = length
+        #: preference -> text whose token embeddings start its soft prompt (else its name)
+        self.init = dict(init or {})
         self.prompts = nn.Parameter(torch.empty(0))
         self._placeholder = 0
 
     @classmethod
     def from_options(cls, preferences: list[str], options: Mapping[str, object]) -> Control:
-        return cls(preferences, options.get("soft_prompt_length", 50))
+        return cls(
+            preferences, options.get("soft_prompt_length", 50), options.get("soft_prompt_init")
+        )
 
     def attach(self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
         self._placeholder = tokenizer.pad_token_id
         rows = []
         for pref in self.preferences:
-            words = init_from_words(lm, tokenizer, pref)
+            # the paper starts from the embeddings of "good"/"bad"; a text such as CoH's
+            # "A good summary is" starts the step-2-only ablation from the prompt baseline
+            words = init_from_words(lm, tokenizer, self.init.get(pref, pref))
             reps = -(-self.length // words.shape[0])
             rows.append(words.repeat(reps, 1)[: self.length])
         self.prompts = nn.Parameter(torch.stack(rows))
