@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pathlib
 import signal
+import subprocess
 import sys
 
 from ctrlalign.cli import main
@@ -57,6 +58,21 @@ KILL_POINTS = {
     # evaluate: before generating the N-th batch of answers (earlier batches are cached)
     "generate": lambda n: kill_on_call(generations, "generate", n, after=False),
 }
+
+
+def run_cli(
+    *argv: str, kill: tuple[str, int] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``ctrlalign ARGV`` in a fresh process on one thread (reductions then run in one fixed
+    order, so its results can be compared bit for bit); ``kill=(POINT, N)`` runs it through
+    this injector, to die there."""
+    prefix = ["-m", "ctrlalign.cli"]
+    if kill:
+        prefix = [__file__, kill[0], str(kill[1]), "--"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, *prefix, *argv], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 if __name__ == "__main__":

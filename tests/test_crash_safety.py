@@ -13,16 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from kill_at import run_cli
 from safetensors.torch import load_file
 
 from ctrlalign.cli import main
 from ctrlalign.data.io import LOCK_FILE, output_lock
 from ctrlalign.training.stage import CHECKPOINT_DONE_FILE, ControlTrainer
 
-HERE = Path(__file__).resolve().parent
-# one thread: reductions then run in one fixed order, so a resumed run can be compared
-# bit for bit with an uninterrupted one
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -38,15 +35,6 @@ def train_argv(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def ctrlalign(*argv: str, kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
-    prefix = (
-        [str(HERE / "kill_at.py"), kill[0], str(kill[1]), "--"] if kill else ["-m", "ctrlalign.cli"]
-    )
-    return subprocess.run(
-        [sys.executable, *prefix, *argv], env=ENV, capture_output=True, text=True, timeout=600
-    )
-
-
 def weights(run: Path) -> dict[str, torch.Tensor]:
     return {
         **load_file(str(run / "control" / "soft_prompts.safetensors")),
@@ -57,7 +45,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, pairwise_file, tiny_model_dir) -> Path:
     out = tmp_path_factory.mktemp("reference") / "run"
-    result = ctrlalign(*train_argv(pairwise_file, tiny_model_dir, out))
+    result = run_cli(*train_argv(pairwise_file, tiny_model_dir, out))
     assert result.returncode == 0, result.stderr
     return out
 
@@ -78,7 +66,7 @@ def test_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
 ):
     out = tmp_path / "run"
     argv = train_argv(pairwise_file, tiny_model_dir, out)
-    killed = ctrlalign(*argv, kill=(point, n))
+    killed = run_cli(*argv, kill=(point, n))
     assert killed.returncode == -9, killed.stderr
     assert (out / left).exists(), sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert not (out / "run.yaml").exists(), "a killed run must not look finished"
@@ -87,7 +75,7 @@ def test_kill_9_then_the_same_command_ends_as_an_uninterrupted_run(
         assert not (torn / CHECKPOINT_DONE_FILE).exists()
         assert not (torn / "trainer_state.json").exists()
 
-    rerun = ctrlalign(*argv)
+    rerun = run_cli(*argv)
     assert rerun.returncode == 0, rerun.stderr
     assert not (out / "checkpoints").exists() and not (out / ".staging").exists()
     got, want = weights(out), weights(reference)
@@ -113,7 +101,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path, pairwise_file, t
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
-        second = ctrlalign(*train_argv(pairwise_file, tiny_model_dir, out))
+        second = run_cli(*train_argv(pairwise_file, tiny_model_dir, out))
         assert second.returncode == 3
         assert f"in use by another ctrlalign process (PID {holder.pid})" in second.stderr
     finally:

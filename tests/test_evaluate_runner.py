@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+from kill_at import run_cli
 from openai_server import StubServer, closed_port_url
 from tiny_setup import FAST_RM, FAST_TRAIN, write_eval_prompts, write_pairs
 
@@ -202,13 +203,6 @@ def test_cli_reports_bad_input_as_an_error(setup, tmp_path, capsys):
 def test_kill_9_mid_evaluation_then_the_same_command_gives_the_same_report(setup, tmp_path):
     """A real SIGKILL before the second batch of answers: the rerun generates only what is
     missing and writes the report an uninterrupted evaluation writes."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    here = Path(__file__).resolve().parent
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def evaluate_argv(out):
         args = ["evaluate", "--runs", str(setup["runs"]["lora-r1"]), "--baseline"]
@@ -216,18 +210,13 @@ def test_kill_9_mid_evaluation_then_the_same_command_gives_the_same_report(setup
         args += [f"rm:{setup['rm']}", "--temperatures", "0,1", "--max-new-tokens", "4"]
         return [*args, "--batch-size", "2", "--output", str(out)]
 
-    def ctrlalign(argv, kill=None):
-        prefix = [str(here / "kill_at.py"), *kill, "--"] if kill else ["-m", "ctrlalign.cli"]
-        command = [sys.executable, *prefix, *argv]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-
-    reference = ctrlalign(evaluate_argv(tmp_path / "reference"))
+    reference = run_cli(*evaluate_argv(tmp_path / "reference"))
     assert reference.returncode == 0, reference.stderr
     out = tmp_path / "killed"
-    killed = ctrlalign(evaluate_argv(out), kill=("generate", "3"))
+    killed = run_cli(*evaluate_argv(out), kill=("generate", 3))
     assert killed.returncode == -9, killed.stderr
     assert not (out / "winrates.md").exists()
-    rerun = ctrlalign(evaluate_argv(out))
+    rerun = run_cli(*evaluate_argv(out))
     assert rerun.returncode == 0, rerun.stderr
     for name in ("winrates.csv", "winrates.md"):
         assert (out / name).read_text() == (tmp_path / "reference" / name).read_text(), name

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kill_at import run_cli
 from tiny_setup import FAST_RM, FAST_TRAIN, write_eval_prompts, write_pairs
 
 from ctrlalign import experiment
@@ -213,28 +214,20 @@ def test_kill_9_mid_training_then_the_same_command_gives_the_same_report(tmp_pat
     """A real SIGKILL at the second training micro-batch (the baseline's one step is done,
     the second method's is not): the rerun of the same command trains, judges and reports
     what an uninterrupted experiment does."""
-    import os
-    import subprocess
-    import sys
-
     spec = write_spec(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    def ctrlalign(out, kill=None):
-        here = Path(__file__).resolve().parent
-        prefix = [str(here / "kill_at.py"), *kill, "--"] if kill else ["-m", "ctrlalign.cli"]
-        command = [sys.executable, *prefix, "experiment", str(spec), "--output", str(out)]
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    def experiment_argv(out: Path) -> list[str]:
+        return ["experiment", str(spec), "--output", str(out)]
 
-    reference = ctrlalign(tmp_path / "reference")
+    reference = run_cli(*experiment_argv(tmp_path / "reference"), timeout=900)
     assert reference.returncode == 0, reference.stderr[-3000:]
     out = tmp_path / "killed"
-    killed = ctrlalign(out, kill=("step", "2"))
+    killed = run_cli(*experiment_argv(out), kill=("step", 2), timeout=900)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert (out / "runs" / "coh" / "run.yaml").exists()
     assert not (out / "runs" / "lora" / "run.yaml").exists()
     assert not (out / "winrates.md").exists()
-    rerun = ctrlalign(out)
+    rerun = run_cli(*experiment_argv(out), timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for name in ("winrates.csv", "winrates.md"):
         assert (out / name).read_text() == (tmp_path / "reference" / name).read_text(), name

@@ -38,6 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit status per error kind, first match wins: bad input is a usage error (2), another
+#: process holding the output 3, any other OS error (a full disk, a lost mount: what was
+#: written before stays whole) 1
+EXIT_CODES = (
+    ((DataError, ValueError, FileNotFoundError), 2),
+    (OutputLocked, 3),
+    (OSError, 1),
+)
+
+
 def _attach_negative_values(argv: list[str]) -> list[str]:
     """``--alphas -1,0,1``: argparse reads a value like ``-1,0,1`` as an unknown flag."""
     out: list[str] = []
@@ -57,14 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as err:
-        print(f"ctrlalign {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except OutputLocked as err:
-        print(f"ctrlalign {args.command}: error: {err}", file=sys.stderr)
-        return 3
-    except OSError as err:  # a full disk, a lost mount: what was written before stays whole
-        if args.verbose:
+    except (DataError, ValueError, FileNotFoundError, OutputLocked, OSError) as err:
+        code = next(code for kinds, code in EXIT_CODES if isinstance(err, kinds))
+        if code == 1 and args.verbose:
             raise
         print(f"ctrlalign {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return code

@@ -38,7 +38,9 @@ def _value_type(hint: object) -> object:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
-    """One ``--flag`` per field of ``config_cls``, typed by its hint, with its help text."""
+    """``--config FILE.yaml`` and one ``--flag`` per field of ``config_cls``, typed by its
+    hint, with its help text (``config_from_args`` reads both)."""
+    parser.add_argument("--config", help="YAML file with the same keys as the flags")
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")

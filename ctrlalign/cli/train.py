@@ -13,7 +13,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from ctrlalign.training.config import TrainConfig
 
     parser = sub.add_parser("train", help="train a method into a run directory")
-    parser.add_argument("--config", help="YAML file with the same keys as the flags")
     add_config_flags(parser, TrainConfig)
     parser.set_defaults(func=run)
 

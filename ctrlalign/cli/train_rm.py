@@ -12,7 +12,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from ctrlalign.training.config import RewardModelConfig
 
     parser = sub.add_parser("train-rm", help="train a Bradley-Terry reward model (a judge)")
-    parser.add_argument("--config", help="YAML file with the same keys as the flags")
     add_config_flags(parser, RewardModelConfig)
     parser.set_defaults(func=run)
 

@@ -67,6 +67,16 @@ def encode_pairs(
 PROMPT, CHOSEN, REJECTED, PAD = 0, 1, 2, -1
 
 
+def _per_pair(examples: Sequence[PairExample]) -> dict[str, torch.Tensor]:
+    """What every pair layout carries per pair: response lengths and reference log-probs."""
+    return {
+        "response_lengths": torch.tensor(
+            [[len(e.chosen_ids), len(e.rejected_ids)] for e in examples]
+        ),
+        "ref_logps": torch.tensor([[e.ref_chosen, e.ref_rejected] for e in examples]),
+    }
+
+
 def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
     """One row per pair, ``[prompt][chosen][rejected]``, both responses positioned right after
     the prompt; ``segment_ids`` tell the attention mask which tokens see which.
@@ -95,10 +105,7 @@ def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, tor
         "source": torch.tensor(source),
         "targets": torch.tensor(targets),
         "owner": torch.tensor(owner),
-        "response_lengths": torch.tensor(
-            [[len(e.chosen_ids), len(e.rejected_ids)] for e in examples]
-        ),
-        "ref_logps": torch.tensor([[e.ref_chosen, e.ref_rejected] for e in examples]),
+        **_per_pair(examples),
     }
 
 
@@ -118,7 +125,12 @@ def pair_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dty
     index = torch.arange(width, device=segment_ids.device)
     query, key = segment_ids[:, :, None], segment_ids[:, None, :]
     allowed = (index[None, :] <= index[:, None]) & ((key == PROMPT) | (key == query)) & (key != PAD)
-    allowed = allowed[:, None]
+    return _as_attention_mask(allowed[:, None], attn_implementation, dtype)
+
+
+def _as_attention_mask(allowed: torch.Tensor, attn_implementation: str, dtype) -> torch.Tensor:
+    """A boolean B x 1 x L x L mask as the implementation takes it: SDPA the boolean one,
+    eager an additive one in the model's dtype."""
     if attn_implementation == "sdpa":
         return allowed
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
@@ -165,10 +177,7 @@ def collate_packed_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[s
         "source": torch.tensor(source),
         "targets": torch.tensor(targets),
         "owner": torch.tensor(owner),
-        "response_lengths": torch.tensor(
-            [[len(e.chosen_ids), len(e.rejected_ids)] for e in examples]
-        ),
-        "ref_logps": torch.tensor([[e.ref_chosen, e.ref_rejected] for e in examples]),
+        **_per_pair(examples),
     }
 
 
@@ -183,11 +192,7 @@ def packed_attention_mask(
     index = torch.arange(width, device=sequence_ids.device)
     same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
     allowed = (same & (index[None, :] <= index[:, None]))[:, None]
-    if attn_implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min
-    )
+    return _as_attention_mask(allowed, attn_implementation, dtype)
 
 
 def _response_sums(

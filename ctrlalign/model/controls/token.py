@@ -62,6 +62,7 @@ class TokenControl(Control):
         weight = lm.get_input_embeddings().weight
         mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
         mask[self.token_ids] = 1.0
+        # .to: the Trainer may move the model after this (FSDP/DeepSpeed load on the CPU)
         return [weight.register_hook(lambda grad: grad * mask.to(grad.device))]
 
     def suppressed_token_ids(self) -> list[int]:
