@@ -202,6 +202,20 @@ def test_train_errors_are_clear_and_write_nothing(tmp_path, pairwise_file, tiny_
     assert "--max-eval-examples must be >= 1, got 0" in err
     assert not out.exists()
 
+    err = run_cli(["train", *data, "--report-to", "tensorboard,nonsense"], capsys)
+    assert "--report-to nonsense: choose from" in err and "wandb" in err
+    assert not out.exists()
+
+    err = run_cli(["train", *data, "--device", "tpu"], capsys)
+    assert "--device must be auto, cpu or cuda[:N] to train, got 'tpu'" in err
+    assert not out.exists()
+
+    # found only once the control is built, after the output was claimed: nothing stays
+    flags = [*small_flags(tiny_model_dir), "--method", "meet-prompt"]
+    err = run_cli(["train", *data, *flags, "--soft-prompt-init", "fine=A fine answer"], capsys)
+    assert "soft prompt init for unknown preferences ['fine']" in err
+    assert not out.exists()
+
 
 def test_generate_errors_are_clear_and_write_nothing(soft_run, tmp_path, prompts_file, capsys):
     run = str(soft_run / "run")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
 from ctrlalign.model.loading import portable_spec
 from ctrlalign.training.objectives import PAIR_OBJECTIVES
@@ -182,6 +183,11 @@ class TrainConfig(ConfigBase):
         return METHODS[self.method].control
 
     @property
+    def report_list(self) -> list[str]:
+        """``--report-to`` as ``TrainingArguments`` takes it: ``tensorboard,wandb`` -> a list."""
+        return [r.strip() for r in self.report_to.split(",") if r.strip()] or ["none"]
+
+    @property
     def stage_list(self) -> list[str]:
         stages = self.stages or METHODS[self.method].stages
         return ["first", "second"] if stages == "both" else [stages]
@@ -202,6 +208,10 @@ class TrainConfig(ConfigBase):
             raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         self._check_batch()
         _check_placement(self.device, self.dtype)
+        known = ("all", "none", *INTEGRATION_TO_CALLBACK)
+        unknown = [r for r in self.report_list if r not in known]
+        if unknown:
+            raise ValueError(f"--report-to {','.join(unknown)}: choose from {', '.join(known)}")
         if self.control_kind == "prompt" and "first" in self.stage_list:
             raise ValueError("prompt controls have nothing to train in the first step")
         if self.control_kind is None and "first" in self.stage_list:

@@ -169,7 +169,7 @@ def training_arguments(
         eval_strategy="no",
         prediction_loss_only=True,
         remove_unused_columns=False,
-        report_to=[r.strip() for r in config.report_to.split(",") if r.strip()] or "none",
+        report_to=config.report_list,
         # the tokens each log line has seen, gathered over processes (tokens/s in the logs)
         include_num_input_tokens_seen=True,
         seed=config.seed,
