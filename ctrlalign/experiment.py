@@ -4,7 +4,8 @@ The YAML names the data, the base model, the methods (each a set of ``TrainConfi
 overrides on top of a shared ``train`` block), the baseline, the judges and the
 evaluation settings; ``scales`` holds named overrides (``--scale small``) that shrink the
 paper's settings to what 2 CPU cores can run (``small``: SmolLM2 with a few dozen pairs;
-``smoke``: the tiny model, minutes). Layout of ``--output DIR``::
+``smoke``: the tiny model, minutes); a scale's ``only`` lists the methods it runs, when
+not all of them. Layout of ``--output DIR``::
 
     experiment.yaml     the settings actually used (after --scale)
     runs/<method>/      one run directory per method (``ctrlalign train``'s format)
@@ -49,7 +50,7 @@ from ctrlalign.training.reward_model import is_trained, train_reward_model
 log = logging.getLogger(__name__)
 
 KEYS = {"name", "description", "model", "data", "train", "methods", "baseline", "evaluation"}
-KEYS |= {"judges", "reward_model", "scales"}
+KEYS |= {"judges", "reward_model", "scales", "only"}
 TRAINED_RM = "rm:trained"
 RM_FOLDER = "reward-model"
 
@@ -89,6 +90,14 @@ def load_spec(path: str | Path, scale: str | None = None) -> dict:
         raise ExperimentError(f"{path}: `data` needs `train` and `eval` (KIND:PATH specs)")
     if spec["baseline"] not in spec["methods"]:
         raise ExperimentError(f"{path}: baseline {spec['baseline']!r} is not among `methods`")
+    if "only" in spec:  # a scale's rows: the subset of `methods` it trains and reports
+        only = list(spec.pop("only"))
+        unknown = sorted(set(only) - set(spec["methods"]))
+        if unknown:
+            raise ExperimentError(f"{path}: `only` names unknown methods {unknown}")
+        if spec["baseline"] not in only:
+            raise ExperimentError(f"{path}: `only` must keep the baseline {spec['baseline']!r}")
+        spec["methods"] = {name: spec["methods"][name] for name in only}
     return spec
 
 

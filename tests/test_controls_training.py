@@ -186,3 +186,31 @@ def test_soft_prompts_start_from_the_given_texts():
     assert torch.equal(control.prompts[1], table[(word * 6)[:6]])
     with pytest.raises(ValueError, match="unknown preferences"):
         build_control("soft-prompt", ["good", "bad"], soft_prompt_init={"fine": "x"})
+
+
+def test_tldr_data_get_the_summary_prompts_and_a_run_keeps_them(tmp_path):
+    """A TL;DR run's CoH prompts default to "A good summary is" (the data's task decides),
+    and the run directory stores the texts, so loading it needs no data to know them."""
+    from ctrlalign.data.records import Record, data_task
+    from ctrlalign.model.controls import build_control
+    from ctrlalign.model.loading import load_model
+
+    post = Record(((("user", "POST: my cat ran away\n\nTL;DR:"),)), {"good": "cat", "bad": "x"})
+    chat = Record(((("user", "How do I bake bread?"),)), {"good": "Knead it", "bad": "x"})
+    assert data_task([post]) == "summary"
+    assert data_task([post, chat]) == data_task([]) == "dialogue"
+    lm, tok = load_model("tiny")
+    summary = build_control("prompt", ["good", "bad"], task="summary")
+    summary.attach(lm, tok)
+    assert summary.texts == {"good": "A good summary is", "bad": "A bad summary is"}
+    bad_ids = tok("A bad summary is\n", add_special_tokens=False).input_ids
+    assert summary.prefix_ids("bad") == bad_ids
+    given = build_control("prompt", ["good", "bad"], prompt_texts={"good": "Hi"}, task="summary")
+    assert given.texts == {"good": "Hi", "bad": "A bad summary is"}
+    summary.save(tmp_path, lm)
+    loaded = build_control("prompt", ["good", "bad"])  # as load_run: no data, no task
+    loaded.attach(lm, tok)
+    assert loaded.texts["good"] == "A good conversation is"
+    loaded.load(tmp_path, lm)
+    assert loaded.texts == summary.texts
+    assert loaded.prefix_ids("good") == summary.prefix_ids("good")

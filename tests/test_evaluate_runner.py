@@ -8,8 +8,11 @@ the output folder unwritten.
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import pytest
+import yaml
 from kill_at import run_cli
 from openai_server import StubServer, closed_port_url
 from tiny_setup import FAST_RM, FAST_TRAIN, write_eval_prompts, write_pairs
@@ -86,11 +89,28 @@ def test_end_to_end_report_and_free_rerun(setup, tmp_path, monkeypatch):
     assert [(r["method"], r["temperature"]) for r in rouge] == [
         (m, t) for t in "01" for m in ("lora-r1", "lora-r2", "coh")
     ]
-    for name in ("delta_vs_temperature.png", "delta_vs_lora_rank.png"):
+    # each run against the baseline, paired by post, from the cached answers' own ROUGE-L
+    answers = {(r["method"], r["temperature"]): r for r in rouge}
+    for (method, temperature), row in answers.items():
+        if method == "coh":
+            assert row["rougeL_vs_baseline"] == "—"
+            continue
+        low, mean, high = (float(row[k]) for k in ("ci_low", "rougeL_vs_baseline", "ci_high"))
+        assert low <= mean <= high
+        # the mean of per-post differences is the difference of the means
+        base = float(answers["coh", temperature]["rougeL"])
+        assert mean == pytest.approx(float(row["rougeL"]) - base, abs=0.011)  # 2 decimals each
+    for name in ("delta_vs_temperature.png", "delta_vs_lora_rank.png", "rouge_l_vs_baseline.png"):
         assert (out / name).read_bytes().startswith(PNG)
     assert not (out / "delta_vs_prompt_length.png").exists()  # no soft-prompt runs
     text = report.read_text()
     assert "Rouge-L" in text and "coh (baseline)" in text and "held-out pairwise accuracy" in text
+    training = text.split("## Training")[1].split("##")[0]
+    for name, run in setup["runs"].items():  # each run's time and peak memory, as it saved
+        metrics = json.loads((Path(run) / "metrics.json").read_text())
+        steps = "+".join(yaml.safe_load((Path(run) / "run.yaml").read_text())["stages_run"])
+        assert f"| {name} | {steps} | {metrics['train_examples']} | " in training
+        assert f"| {metrics['peak_rss_gib']} | {metrics['eval_loss']:.3f} |" in training
     assert len(list((out / "generations").glob("*.jsonl"))) == 3 * 2
 
     # A rerun generates nothing and asks the LLM judge nothing: everything is cached.

@@ -158,6 +158,8 @@ def test_killed_experiment_resumes_without_redoing_finished_cells(tmp_path, monk
         ({"judges": ["bleu:x"]}, None, "expected rm:"),
         ({"evaluation": {"rouge": True}, "data": None}, None, "no references"),
         ({}, "huge", "no scale 'huge'"),
+        ({"scales": {"part": {"only": ["coh", "lorax"]}}}, "part", "unknown methods .*lorax"),
+        ({"scales": {"part": {"only": ["lora"]}}}, "part", "must keep the baseline 'coh'"),
     ],
 )
 def test_bad_experiments_fail_before_any_work(tmp_path, monkeypatch, changes, scale, message):
@@ -183,6 +185,20 @@ def test_shipped_experiments_are_valid(name, tmp_path):
         assert spec["baseline"] in configs
         experiment.eval_options(spec)
         experiment.reward_model_config(spec, tmp_path).validate()
+
+
+def test_a_scales_only_runs_those_methods_in_its_order(tmp_path):
+    spec = {"methods": {"coh": {"method": "coh"}, "sft": {"method": "sft"}, "lora": {}}}
+    spec["scales"] = {"part": {"only": ["lora", "coh"]}}
+    path = write_spec(tmp_path, **spec)
+    assert set(experiment.load_spec(path)["methods"]) == {"coh", "sft", "lora"}
+    part = experiment.load_spec(path, "part")
+    assert list(part["methods"]) == ["lora", "coh"] and "only" not in part
+    medium = experiment.load_spec(ROOT / "experiments" / "paper_table1_tldr.yaml", "medium")
+    assert {"coh", "sft", "dpo", "meet-lora-4-first-only", "meet-lora-4-second-only"} < set(
+        medium["methods"]
+    )
+    assert medium["train"]["max_examples"] >= 128 and medium["evaluation"]["max_examples"] >= 200
 
 
 def test_only_real_setting_changes_block_reuse():

@@ -61,6 +61,21 @@ class PreferenceData:
         return len(self.records)
 
 
+#: how TL;DR prompts end (OpenAI's summarize-from-feedback layout, which the TL;DR data use)
+SUMMARY_CUE = "TL;DR:"
+
+
+def data_task(records: list[Record]) -> str:
+    """``summary`` when every prompt is a post ending in the TL;DR cue, else ``dialogue``.
+
+    The task picks defaults that depend on what is being answered (CoH's "A good summary
+    is" against "A good conversation is"), so a TL;DR run gets the paper's texts unasked.
+    """
+    if records and all(r.prompt_text.rstrip().endswith(SUMMARY_CUE) for r in records):
+        return "summary"
+    return "dialogue"
+
+
 _SPEAKERS = {"user": "Human", "assistant": "Assistant", "system": "System"}
 
 

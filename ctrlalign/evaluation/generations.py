@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,6 +46,8 @@ class RunRef:
     path: Path
     info: dict
     fingerprint: str
+    #: the run's ``metrics.json`` (training time, peak memory, held-out loss), {} if none
+    metrics: dict = field(default_factory=dict)
 
     @classmethod
     def read(cls, name: str, path: str | Path) -> RunRef:
@@ -54,7 +56,8 @@ class RunRef:
         info = read_run_info(path)
         metrics = path / "metrics.json"
         extra = metrics.read_text() if metrics.is_file() else ""
-        return cls(name, path, info, _digest((path / RUN_FILE).read_text(), extra)[:16])
+        fingerprint = _digest((path / RUN_FILE).read_text(), extra)[:16]
+        return cls(name, path, info, fingerprint, json.loads(extra) if extra else {})
 
     @property
     def preference(self) -> str | None:

@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ctrlalign.data.io import write_atomic
+from ctrlalign.evaluation.rouge import PairedDifference
 from ctrlalign.evaluation.verdicts import WinRate
 
 CSV_HEADER = (
@@ -188,3 +189,36 @@ def plot_delta_vs_temperature(
         label = f"{row.method} ({row.judge})" if several_judges else row.method
         series.setdefault(label, []).append((row.temperature, row.win_rate))
     return plot_delta_against("temperature", series, path, title=title)
+
+
+def plot_paired_differences(
+    differences: Mapping[str, PairedDifference], path: str | Path, x_label: str, title: str
+) -> Path:
+    """One row per method: its mean paired difference against the baseline and the 95%
+    interval, on a shared axis with zero marked, so which intervals exclude zero is seen
+    at a glance."""
+    if not differences:
+        raise ValueError("nothing to plot: no paired differences")
+    names = list(differences)
+    figure = Figure(figsize=(6.4, 0.9 + 0.45 * len(names)))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.axvline(0.0, color="grey", linewidth=0.8, linestyle="--")
+    for y, name in enumerate(names):
+        d = differences[name]
+        excludes_zero = d.ci_low > 0 or d.ci_high < 0
+        axes.errorbar(
+            d.mean,
+            y,
+            xerr=[[d.mean - d.ci_low], [d.ci_high - d.mean]],
+            fmt="o",
+            capsize=4,
+            color="tab:blue" if excludes_zero else "tab:grey",
+        )
+    axes.set_yticks(range(len(names)), names)
+    axes.invert_yaxis()
+    axes.set_xlabel(f"{x_label} (points; bar: bootstrap 95% interval)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    return write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)

@@ -2,7 +2,9 @@
 
 - ``winrates.md`` / ``winrates.csv``: every (method, judge, temperature) row (``report``).
 - ``rouge.md`` / ``rouge.csv``: ROUGE of every run, the baseline included, when the
-  evaluation data has references (TL;DR).
+  evaluation data has references (TL;DR), with each run's paired ROUGE-L difference against
+  the baseline and its bootstrap 95% interval over posts; ``rouge_l_vs_baseline.png`` draws
+  those differences.
 - ``delta_vs_temperature.png`` (Figure 3), ``delta_vs_prompt_length.png`` and
   ``delta_vs_lora_rank.png`` (the scaling trends of Tables 1-2) where there is a trend to
   draw: two temperatures, or two runs of a method differing only in that setting.
@@ -24,13 +26,15 @@ from ctrlalign.evaluation.report import (
     ReportRow,
     plot_delta_against,
     plot_delta_vs_temperature,
+    plot_paired_differences,
     write_csv,
     write_markdown,
 )
-from ctrlalign.evaluation.rouge import RougeScores
+from ctrlalign.evaluation.rouge import PairedDifference, RougeScores
 from ctrlalign.evaluation.verdicts import WinRate
 
 ROUGE_HEADER = ("method", "temperature", "rouge1", "rouge2", "rougeL", "rouge_avg", "n", "words")
+ROUGE_HEADER += ("rougeL_vs_baseline", "ci_low", "ci_high")
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,42 @@ class RougeRow:
     temperature: float
     scores: RougeScores
     words: float
+    #: paired ROUGE-L difference against the baseline on the same posts (None: the baseline)
+    vs_baseline: PairedDifference | None = None
 
     def cells(self) -> list[str]:
-        s = self.scores
+        s, d = self.scores, self.vs_baseline
         values = (s.rouge1, s.rouge2, s.rouge_l, s.average)
+        paired = ["—"] * 3 if d is None else [f"{v:+.2f}" for v in (d.mean, d.ci_low, d.ci_high)]
         return [
             self.method,
             f"{self.temperature:g}",
             *(f"{v:.2f}" for v in values),
             str(s.n),
             f"{self.words:.1f}",
+            *paired,
         ]
+
+
+RUNS_HEADER = ("Method", "Steps", "Examples", "Train time", "Peak RSS (GiB)", "Held-out loss")
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """What training a run cost and reached, from its ``metrics.json``."""
+
+    method: str
+    steps: str
+    examples: int | None
+    seconds: float | None
+    peak_rss_gib: float | None
+    eval_loss: float | None
+
+    def cells(self) -> list[str]:
+        minutes = None if self.seconds is None else f"{self.seconds / 60:.1f} min"
+        values = (self.examples, minutes, self.peak_rss_gib)
+        loss = None if self.eval_loss is None else f"{self.eval_loss:.3f}"
+        return [self.method, self.steps, *("—" if v is None else str(v) for v in (*values, loss))]
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,7 @@ class Results:
     rouge_rows: list[RougeRow] = field(default_factory=list)
     judge_notes: list[str] = field(default_factory=list)
     scaling: dict[str, ScalingPoint] = field(default_factory=dict)
+    run_rows: list[RunRow] = field(default_factory=list)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -148,6 +178,23 @@ def _plots(folder: Path, results: Results) -> list[Path]:
     return plots
 
 
+def _rouge_plots(folder: Path, results: Results) -> list[Path]:
+    plots = []
+    for temperature in dict.fromkeys(r.temperature for r in results.rouge_rows):
+        diffs = {
+            r.method: r.vs_baseline
+            for r in results.rouge_rows
+            if r.temperature == temperature and r.vs_baseline is not None
+        }
+        if not diffs:
+            continue
+        suffix = "" if temperature == 0 else f"_t{temperature:g}"
+        title = f"ROUGE-L against {results.baseline}, paired by post, temperature {temperature:g}"
+        path = folder / f"rouge_l_vs_baseline{suffix}.png"
+        plots.append(plot_paired_differences(diffs, path, f"ROUGE-L − {results.baseline}", title))
+    return plots
+
+
 def write_report(folder: Path, results: Results) -> Path:
     """Write every table and plot into ``folder``; returns the path of ``report.md``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,10 +210,19 @@ def write_report(folder: Path, results: Results) -> Path:
         rouge_md = markdown_table(ROUGE_HEADER, [row.cells() for row in results.rouge_rows])
         write_atomic(folder / "rouge.md", rouge_md)
         _write_rouge_csv(results.rouge_rows, folder / "rouge.csv")
-        parts.append("\n## ROUGE F1 (%) against the references\n\n" + rouge_md)
+        parts.append("\n## ROUGE F1 (%) against the references\n\n")
+        parts.append(
+            f"rougeL_vs_baseline: mean over posts of the run's ROUGE-L minus "
+            f"{results.baseline}'s on the same post, with its bootstrap 95% interval.\n\n"
+        )
+        parts.append(rouge_md)
+    if results.run_rows:
+        table = markdown_table(RUNS_HEADER, [row.cells() for row in results.run_rows])
+        parts.append("\n## Training (each run's own time and peak memory)\n\n" + table)
     if results.judge_notes:
         parts.append("\n## Judges\n\n" + "".join(f"- {note}\n" for note in results.judge_notes))
     plots = _plots(folder, results) if results.rows else []
+    plots += _rouge_plots(folder, results)
     if plots:
         parts.append("\n## Plots\n\n" + "".join(f"![{p.stem}]({p.name})\n\n" for p in plots))
     return write_atomic(folder / "report.md", "".join(parts))

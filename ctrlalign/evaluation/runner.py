@@ -29,8 +29,14 @@ from ctrlalign.evaluation.generations import (
 from ctrlalign.evaluation.judges import Judge, JudgeOptions, JudgeSpecError, build_judge
 from ctrlalign.evaluation.judges.llm import TASKS
 from ctrlalign.evaluation.report import ReportRow, mean_words
-from ctrlalign.evaluation.report_writer import Results, RougeRow, ScalingPoint, write_report
-from ctrlalign.evaluation.rouge import rouge_for_records
+from ctrlalign.evaluation.report_writer import (
+    Results,
+    RougeRow,
+    RunRow,
+    ScalingPoint,
+    write_report,
+)
+from ctrlalign.evaluation.rouge import PairedDifference, rouge_for_records
 from ctrlalign.evaluation.verdicts import DEFAULT_TIE_BAND, Comparison, WinRate
 from ctrlalign.model.device import resolve_device
 
@@ -179,6 +185,19 @@ def _scaling(runs: Sequence[RunRef]) -> dict[str, ScalingPoint]:
     return points
 
 
+def _run_row(run: RunRef) -> RunRow:
+    m = run.metrics
+    steps = "+".join(run.info.get("stages_run") or [])
+    return RunRow(
+        run.name,
+        steps,
+        m.get("train_examples"),
+        m.get("seconds"),
+        m.get("peak_rss_gib"),
+        m.get("eval_loss"),
+    )
+
+
 def _setup_lines(plan: Plan) -> list[str]:
     o, e = plan.options, plan.eval_set
     left_out = f" ({e.seen_in_training} training prompts left out)" if e.seen_in_training else ""
@@ -226,13 +245,21 @@ def run(plan: Plan) -> Path:
     rouge_rows = []
     if plan.rouge:
         for temperature in o.temperatures:
+            base = rouge_for_records(answers[plan.baseline.name, temperature], records)
             for run_ref in plan.runs:
                 texts = answers[run_ref.name, temperature]
                 scores = rouge_for_records(texts, records)
-                rouge_rows.append(RougeRow(run_ref.name, temperature, scores, mean_words(texts)))
+                paired = None
+                if run_ref.name != plan.baseline.name:
+                    paired = PairedDifference.of(
+                        scores.rouge_l_each, base.rouge_l_each, o.n_boot, o.seed
+                    )
+                row = RougeRow(run_ref.name, temperature, scores, mean_words(texts), paired)
+                rouge_rows.append(row)
     results = Results(
         plan.baseline.name, _setup_lines(plan), rows, rouge_rows, judge_notes, _scaling(plan.runs)
     )
+    results.run_rows = [_run_row(run_ref) for run_ref in [plan.baseline, *plan.candidates]]
     return write_report(plan.output, results)
 
 

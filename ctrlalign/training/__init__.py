@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ctrlalign.training import guard
 from ctrlalign.training.config import METHODS, RewardModelConfig, TrainConfig
+from ctrlalign.training.memory import reset_peak
 
 
 def train_any(config: TrainConfig) -> Path:
@@ -24,7 +25,10 @@ def train_any(config: TrainConfig) -> Path:
     config.validate()
     recipe = importlib.import_module(f"ctrlalign.training.{METHODS[config.method].recipe}")
     with guard.claim(config) as finished:
-        return Path(config.output) if finished else recipe.train(config)
+        if finished:
+            return Path(config.output)
+        reset_peak()  # finish_run records the run's own peak memory
+        return recipe.train(config)
 
 
 __all__ = ["METHODS", "RewardModelConfig", "TrainConfig", "train_any"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ctrlalign.data.records import data_task
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control, control_options
 from ctrlalign.training.config import TrainConfig
@@ -28,7 +29,7 @@ def train(config: TrainConfig) -> Path:
     lm, tokenizer = load_training_model(config)
     control = None
     if config.control_kind is not None:
-        options = control_options(config.to_dict())
+        options = control_options(config.to_dict()) | {"task": data_task(train_data.records)}
         control = build_control(config.control_kind, train_data.preferences, **options)
         lm = control.attach(lm, tokenizer)
     model = ControlledLM(lm, control)

@@ -32,6 +32,7 @@ from ctrlalign.model.loading import load_model
 from ctrlalign.model.logprobs import count_labels
 from ctrlalign.model.rundir import save_run
 from ctrlalign.training.config import METHODS, TrainConfig
+from ctrlalign.training.memory import peak_memory
 from ctrlalign.training.objectives import conditional_lm_loss
 
 log = logging.getLogger(__name__)
@@ -420,6 +421,7 @@ def finish_run(
     """Write the run directory (main process only) and drop the checkpoints unless kept."""
     run_dir = Path(config.output)
     metrics["seconds"] = round(time.time() - started, 1)
+    metrics |= peak_memory()
     if not is_main_process():
         return run_dir
     info = {

@@ -2,7 +2,8 @@
 
 ``CONTROL_KINDS`` is the registry (kind name to class); ``CONTROL_OPTIONS`` the run settings
 (``TrainConfig`` fields, ``run.yaml`` keys) that control constructors read, so training and
-``load_run`` build a control from the same settings in the same way.
+``load_run`` build a control from the same settings in the same way; ``task`` (the data's,
+``data.records.data_task``) is the one a recipe adds, for defaults that follow the data.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ CONTROL_OPTIONS = (
     "soft_prompt_init",
     "lora_rank",
     "lora_alpha",
+    "task",
 )
 
 
