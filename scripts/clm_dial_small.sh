@@ -8,17 +8,23 @@
 set -euo pipefail
 OUT=${1:-reports/clm-dial-small}
 DATA=hh-rlhf:../shared/data/hh-rlhf/helpful-base-test.jsonl.gz
+BIN=${BIN:-.venv/bin}   # the environment `make test` / `make demo` set up
 mkdir -p "$OUT"
-ctrlalign train --method clm --data "$DATA" --max-examples 128 --eval-fraction 0.2 \
+"$BIN/ctrlalign" train --method clm --data "$DATA" --max-examples 128 --eval-fraction 0.2 \
     --epochs 2 --batch-size 8 --micro-batch-size 4 --lr-second 1e-3 --beta 0.1 \
     --max-length 384 --seed 42 --output "$OUT/run"
-# prompts no training record had: the held-out split of the same file, first 24 dialogues
-python - "$DATA" "$OUT/prompts.jsonl" <<'PY'
+# what no training record had: the held-out split of the same file (the run's own split),
+# 24 of its dialogues to answer and 64 of its pairs for the reward margin
+"$BIN/python" - "$DATA" "$OUT" <<'PY'
 import sys
 from ctrlalign.data import load_preference_data, split_records
 from ctrlalign.data.io import write_jsonl
 _, held_out = split_records(load_preference_data(sys.argv[1]), 0.2, 42)
-write_jsonl(sys.argv[2], ({"prompt": r.chat} for r in held_out.records[:24]))
+write_jsonl(f"{sys.argv[2]}/prompts.jsonl", ({"prompt": r.chat} for r in held_out.records[:24]))
+pairs = ({"prompt": r.chat, "chosen": r.responses["good"], "rejected": r.responses["bad"]}
+         for r in held_out.records[24:88])
+write_jsonl(f"{sys.argv[2]}/pairs.jsonl", pairs)
 PY
-ctrlalign alpha-sweep --run "$OUT/run" --alphas 0,0.25,0.5,0.75,1,1.25,1.5 \
-    --prompts "$OUT/prompts.jsonl" --max-new-tokens 96 --batch-size 8 --output "$OUT/sweep"
+"$BIN/ctrlalign" alpha-sweep --run "$OUT/run" --alphas 0,0.25,0.5,0.75,1,1.25,1.5 \
+    --prompts "$OUT/prompts.jsonl" --pairs "pairwise:$OUT/pairs.jsonl" \
+    --max-new-tokens 96 --batch-size 8 --output "$OUT/sweep"

@@ -176,6 +176,25 @@ def test_alpha_sweep_writes_csv_plot_and_answers(runs, reward_model_dir, tmp_pat
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_alpha_sweep_reports_the_held_out_reward_margin(
+    runs, coh_run, pairwise_file, tmp_path, capsys
+):
+    out = tmp_path / "sweep"
+    argv = ["alpha-sweep", "--alphas", "0,0.5,1.5", "--prompt", "Hi!", "--max-new-tokens", "2"]
+    argv += ["--pairs", f"pairwise:{pairwise_file}"]
+    assert main([*argv, "--run", str(runs / "clm"), "--output", str(out)]) == 0
+    with open(out / "margins.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [float(r["alpha"]) for r in table] == [0, 0.5, 1.5]
+    assert float(table[0]["margin"]) == 0.0 and len({r["margin"] for r in table}) == 3
+    # a MEET dial has no unaligned stream to be the reference: refused before any answer
+    refused = tmp_path / "refused"
+    argv += ["--run", str(runs / "coh"), "--preference", "good", "--against", "bad"]
+    assert main([*argv, "--output", str(refused)]) == 2
+    assert "--pairs: the reward margin needs a CLM run" in capsys.readouterr().err
+    assert not refused.exists()
+
+
 def test_alpha_sweep_with_a_bad_judge_writes_nothing(runs, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["alpha-sweep", "--run", str(runs / "clm"), "--alphas", "0,1", "--prompt", "Hi!"]

@@ -172,3 +172,50 @@ def test_alpha_mixes_logits_and_per_row_alpha_batch_equals_one_by_one(base_and_a
         mix = 2 * aligned(ids).logits[0, -1] - base(ids).logits[0, -1]
     first = generate_rows(model, tokenizer, [alpha_row(PROMPTS[0], 2.0)], GenerationConfig(1))
     assert first[0] == tokenizer.decode([int(mix.argmax())], skip_special_tokens=True).strip()
+
+
+def test_margin_sweep_is_the_dpo_margin_of_the_alpha_mixed_policy(base_and_aligned):
+    """Against the definition, from direct forwards of the base (the unaligned stream) and
+    the aligned model, one response at a time and unpadded, in float64 from their logits."""
+    from ctrlalign.data import PreferenceData, Record
+    from ctrlalign.evaluation.sweep import margin_sweep
+    from ctrlalign.model.layout import encode
+    from ctrlalign.model.rundir import Run
+
+    base, aligned, tokenizer = base_and_aligned
+    records = [
+        Record((("user", "Hi!"),), {"good": "Hello there, friend.", "bad": "Go away."}),
+        Record((("user", PROMPTS[0]),), {"good": "Four.", "bad": "Five, surely, or six."}),
+        Record((("user", PROMPTS[2]),), {"good": "Once a dog met a cat.", "bad": "No."}),
+    ]
+    pairs = PreferenceData(records, ["good", "bad"], True, "good", "bad")
+    alphas = [0.0, 0.5, 1.0, 2.0]
+    got = margin_sweep(Run(ControlledLM(aligned), tokenizer, {"clm": True}), pairs, alphas, 512, 2)
+
+    def logp(alpha: float, record: Record, side: str) -> tuple[float, int, float]:
+        ex = encode(tokenizer, None, record.chat, None, record.responses[side])
+        ids, labels = torch.tensor([ex.input_ids]), torch.tensor(ex.labels[1:])
+        with torch.no_grad():
+            low, high = base(ids).logits[0, :-1], aligned(ids).logits[0, :-1]
+        mixed = (1 - alpha) * low.double() + alpha * high.double()
+        keep = labels != -100
+        picked = torch.log_softmax(mixed, -1)[keep].gather(1, labels[keep, None])
+        size = float(max(low.abs().max(), high.abs().max()))
+        return float(picked.sum()), int(keep.sum()), size
+
+    for alpha, row in zip(alphas, got, strict=True):
+        margins, bound = [], 0.0
+        for record in records:
+            parts = {}
+            for side in ("good", "bad"):
+                now, tokens, size = logp(alpha, record, side)
+                parts[side] = now - logp(0.0, record, side)[0]
+                # fp32 logits and log-softmax per token (~64 eps of the logits' size, the
+                # mixing scaled by |alpha| + |1 - alpha|), over both terms of both responses
+                bound += 2 * tokens * 64 * 1.2e-7 * size * (abs(alpha) + abs(1 - alpha) + 1)
+            margins.append(parts["good"] - parts["bad"])
+        assert row["n"] == 3
+        assert row["margin"] == pytest.approx(sum(margins) / 3, abs=bound / 3 + 5e-6)  # rounded
+        assert row["accuracy"] == pytest.approx(sum(m > 0 for m in margins) / 3, abs=5e-5)
+    assert got[0]["margin"] == 0.0 and got[0]["accuracy"] == 0.0  # alpha 0 is the reference
+    assert len({row["margin"] for row in got}) == 4  # the layer moved: alpha moves the margin

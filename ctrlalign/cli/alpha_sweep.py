@@ -26,6 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_prompt_flags(parser)
     parser.add_argument("--output", required=True, help="folder for answers.jsonl, CSV, PNG")
     parser.add_argument("--judge", help="rm:ID_OR_DIR to score answers with a reward model")
+    parser.add_argument(
+        "--pairs",
+        help="CLM run: KIND:PATH held-out (chosen, rejected) pairs, for the DPO reward margin "
+        "at each alpha (margins.csv and a panel of the plot)",
+    )
     parser.add_argument("--preference", help="MEET run: the control alpha moves towards")
     parser.add_argument("--against", help="MEET run: the control alpha moves away from")
     add_generation_flags(parser)
@@ -34,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ctrlalign.data import DataError, load_preference_data
     from ctrlalign.evaluation import sweep
     from ctrlalign.evaluation.judges import reward_scorer
     from ctrlalign.inference.dial import check_dial
@@ -44,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     info = read_run_info(args.run)
     preference = args.preference if args.preference is not None else default_preference(info)
     check_dial(info, args.alphas[0], preference, args.against)
+    pairs = None
+    if args.pairs:  # checked before any generation
+        if not info.get("clm"):
+            raise DataError("--pairs: the reward margin needs a CLM run (its unaligned stream)")
+        pairs = load_preference_data(args.pairs)
+        if not pairs.pairwise:
+            raise DataError(f"--pairs {args.pairs}: not (chosen, rejected) pairs")
     # the reward model scores on the policy's device
     judge = reward_scorer(args.judge, resolve_device(args.device))
     run = load_run(args.run, **placement(args))
@@ -57,8 +70,12 @@ def run(args: argparse.Namespace) -> int:
         judge,
         progress=True,
     )
+    if pairs is not None:
+        result.margins = sweep.margin_sweep(run, pairs, args.alphas)
     title = f"{args.run}" + (f": {preference} against {args.against}" if args.against else "")
     for path in sweep.write_sweep(result, args.output, title):
         print(f"wrote {path}")
     print(sweep.summary_csv(result.summary), end="")
+    if result.margins:
+        print(sweep.summary_csv(result.margins, sweep.MARGIN_FIELDS), end="")
     return 0

@@ -2,8 +2,9 @@
 
 Answers come from shared batches (mixed alphas in one batch, each row through the dial's
 ``dial_row``), and the summary gives reward (when a judge is given), length and
-distinctness per alpha: monotone inside [0, 1] and extrapolating beyond. Outputs are written
-at the end, so an error leaves nothing behind.
+distinctness per alpha: monotone inside [0, 1] and extrapolating beyond. With held-out
+pairs, ``margin_sweep`` adds what CLM's DPO training raised, the implicit reward margin, at
+every alpha. Outputs are written at the end, so an error leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from ctrlalign.data import PreferenceData
 from ctrlalign.data.io import write_atomic, write_jsonl
 from ctrlalign.inference.dial import DialRequest, dial_row
 from ctrlalign.inference.generation import GenerationConfig, as_messages, generate_rows
+from ctrlalign.model.layout import collate, encode
+from ctrlalign.model.logprobs import IGNORE_INDEX, lm_logits
 from ctrlalign.model.rundir import Run
 
 CSV_FIELDS = ("alpha", "n", "mean_tokens", "distinct_1", "distinct_2", "mean_score", "score_sem")
+MARGIN_FIELDS = ("alpha", "n", "margin", "margin_sem", "accuracy")
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -39,6 +47,8 @@ class Sweep:
     summary: list[dict]
     #: what alpha 0 and alpha 1 are for this run: the CLM streams, or the two MEET controls
     ends: tuple[str, str] = ("unaligned", "aligned")
+    #: ``margin_sweep`` of held-out pairs, when given
+    margins: list[dict] | None = None
 
 
 def _mean_sem(values: Sequence[float]) -> tuple[float, float]:
@@ -101,12 +111,77 @@ def sweep(
     return Sweep(answers, summary, ends)
 
 
-def summary_csv(summary: Sequence[dict]) -> str:
+def margin_sweep(
+    run: Run,
+    pairs: PreferenceData,
+    alphas: Sequence[float],
+    max_length: int = 512,
+    batch_size: int = 4,
+) -> list[dict]:
+    """The DPO implicit reward margin of held-out pairs at each alpha (a CLM run).
+
+    With pi_alpha the policy of the alpha-mixed logits and pi_0 the unaligned stream (the
+    reference CLM's DPO trains against), r_alpha(y) = log pi_alpha(y|x) - log pi_0(y|x) and
+    the margin is r_alpha(chosen) - r_alpha(rejected): 0 at alpha 0 by construction, what
+    training raised at alpha 1. Both streams run once per response; every alpha is a mix of
+    their logits, so the sweep costs two forwards per response whatever the alphas.
+    ``accuracy`` is the share of pairs with a positive margin. Pairs longer than
+    ``max_length`` are left out, as in training.
+    """
+    model, tokenizer = run.model, run.tokenizer
+    examples = []
+    for record in pairs.records:
+        both = [
+            encode(tokenizer, None, record.chat, None, record.responses[side])
+            for side in (pairs.chosen, pairs.rejected)
+        ]
+        if max(len(e.input_ids) for e in both) <= max_length:
+            examples += both
+    if not examples:
+        raise ValueError(f"no pair fits in {max_length} tokens")
+    device = next(model.parameters()).device
+    mixes = [0.0, *alphas]  # the first is the reference: the unaligned stream
+    sums = torch.zeros(len(mixes), len(examples), dtype=torch.float64)
+    for start in range(0, len(examples), 2 * batch_size):
+        batch = collate(examples[start : start + 2 * batch_size], tokenizer.pad_token_id)
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        targets = batch["labels"][:, 1:].to(device)
+        selected = targets != IGNORE_INDEX
+        rows = selected.nonzero(as_tuple=True)[0] + start
+        with torch.no_grad():
+            streams = []
+            for aligned in (False, True):
+                with model.aligned_rows(aligned):
+                    hidden = model.hidden_states(ids, mask)
+                streams.append(lm_logits(model.base, hidden[:, :-1][selected]).float())
+            for i, alpha in enumerate(mixes):
+                mixed = (1 - alpha) * streams[0] + alpha * streams[1]
+                logps = -F.cross_entropy(mixed, targets[selected], reduction="none")
+                sums[i].index_add_(0, rows.cpu(), logps.double().cpu())
+    rewards = sums[1:] - sums[0]
+    margins = rewards[:, 0::2] - rewards[:, 1::2]
+    result = []
+    for alpha, values in zip(alphas, margins.tolist(), strict=True):
+        mean, sem = _mean_sem(values)
+        accuracy = sum(v > 0 for v in values) / len(values)
+        result.append(
+            {
+                "alpha": alpha,
+                "n": len(values),
+                "margin": round(mean, 5),
+                "margin_sem": round(sem, 5),
+                "accuracy": round(accuracy, 4),
+            }
+        )
+    return result
+
+
+def summary_csv(summary: Sequence[dict], fields: Sequence[str] = CSV_FIELDS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for entry in summary:
-        writer.writerow({k: "" if entry[k] is None else entry[k] for k in CSV_FIELDS})
+        writer.writerow({k: "" if entry[k] is None else entry[k] for k in fields})
     return buffer.getvalue()
 
 
@@ -115,24 +190,28 @@ def plot_sweep(
     path: str | Path,
     title: str = "",
     ends: tuple[str, str] = ("unaligned", "aligned"),
+    margins: Sequence[dict] | None = None,
 ) -> Path:
-    """Score (when judged) and length against alpha; [0, 1] shaded as the interpolation."""
+    """Score (when judged), length and the held-out reward margin (when pairs are given)
+    against alpha; [0, 1] shaded as the interpolation."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     order = sorted(summary, key=lambda e: e["alpha"])
-    alphas = [e["alpha"] for e in order]
-    judged = order[0]["mean_score"] is not None
-    panels = [("mean_tokens", "mean length (tokens)")]
-    if judged:
-        panels.insert(0, ("mean_score", "mean reward (± standard error)"))
+    panels = [(order, "mean_tokens", None, "mean length (tokens)")]
+    if order[0]["mean_score"] is not None:
+        panels.insert(0, (order, "mean_score", "score_sem", "mean reward (± standard error)"))
+    if margins:
+        by_alpha = sorted(margins, key=lambda e: e["alpha"])
+        label = "held-out DPO reward margin (± s.e.)"
+        panels.append((by_alpha, "margin", "margin_sem", label))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels, strict=True):
-        values = [e[key] for e in order]
-        if key == "mean_score":
-            ax.errorbar(alphas, values, yerr=[e["score_sem"] for e in order], marker="o")
+    for ax, (entries, key, sem, label) in zip(axes[0], panels, strict=True):
+        alphas, values = [e["alpha"] for e in entries], [e[key] for e in entries]
+        if sem is not None:
+            ax.errorbar(alphas, values, yerr=[e[sem] for e in entries], marker="o")
         else:
             ax.plot(alphas, values, marker="o")
         ax.axvspan(0, 1, color="0.9", zorder=0)
@@ -148,11 +227,15 @@ def plot_sweep(
 
 
 def write_sweep(result: Sweep, directory: str | Path, title: str = "") -> list[Path]:
-    """``answers.jsonl``, ``sweep.csv`` and ``sweep.png`` in ``directory``."""
+    """``answers.jsonl``, ``sweep.csv``, ``margins.csv`` (with pairs) and ``sweep.png``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return [
+    paths = [
         write_jsonl(directory / "answers.jsonl", result.answers),
         write_atomic(directory / "sweep.csv", summary_csv(result.summary)),
-        plot_sweep(result.summary, directory / "sweep.png", title, result.ends),
     ]
+    if result.margins:
+        margins_csv = summary_csv(result.margins, MARGIN_FIELDS)
+        paths.append(write_atomic(directory / "margins.csv", margins_csv))
+    plot = plot_sweep(result.summary, directory / "sweep.png", title, result.ends, result.margins)
+    return [*paths, plot]
