@@ -49,6 +49,8 @@ class Sweep:
     ends: tuple[str, str] = ("unaligned", "aligned")
     #: ``margin_sweep`` of held-out pairs, when given
     margins: list[dict] | None = None
+    #: what ``mean_score`` is: a reward model's reward, or an ``attr:`` judge's attribute
+    score_label: str = "mean reward"
 
 
 def _mean_sem(values: Sequence[float]) -> tuple[float, float]:
@@ -108,7 +110,9 @@ def sweep(
             entry["mean_score"], entry["score_sem"] = round(mean, 5), round(sem, 5)
         summary.append(entry)
     ends = (against, preference) if against is not None else ("unaligned", "aligned")
-    return Sweep(answers, summary, ends)
+    unit = getattr(judge, "unit", None)  # attr: judges say what they measure
+    label = f"mean {judge.name} ({unit})" if unit else "mean reward"
+    return Sweep(answers, summary, ends, score_label=label)
 
 
 def margin_sweep(
@@ -191,6 +195,7 @@ def plot_sweep(
     title: str = "",
     ends: tuple[str, str] = ("unaligned", "aligned"),
     margins: Sequence[dict] | None = None,
+    score_label: str = "mean reward",
 ) -> Path:
     """Score (when judged), length and the held-out reward margin (when pairs are given)
     against alpha; [0, 1] shaded as the interpolation."""
@@ -202,7 +207,7 @@ def plot_sweep(
     order = sorted(summary, key=lambda e: e["alpha"])
     panels = [(order, "mean_tokens", None, "mean length (tokens)")]
     if order[0]["mean_score"] is not None:
-        panels.insert(0, (order, "mean_score", "score_sem", "mean reward (± standard error)"))
+        panels.insert(0, (order, "mean_score", "score_sem", f"{score_label} (± s.e.)"))
     if margins:
         by_alpha = sorted(margins, key=lambda e: e["alpha"])
         label = "held-out DPO reward margin (± s.e.)"
@@ -237,5 +242,12 @@ def write_sweep(result: Sweep, directory: str | Path, title: str = "") -> list[P
     if result.margins:
         margins_csv = summary_csv(result.margins, MARGIN_FIELDS)
         paths.append(write_atomic(directory / "margins.csv", margins_csv))
-    plot = plot_sweep(result.summary, directory / "sweep.png", title, result.ends, result.margins)
+    plot = plot_sweep(
+        result.summary,
+        directory / "sweep.png",
+        title,
+        result.ends,
+        result.margins,
+        result.score_label,
+    )
     return [*paths, plot]

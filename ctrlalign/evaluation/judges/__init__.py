@@ -1,7 +1,8 @@
 """Judges: ``KIND:TARGET`` specs, the ``JUDGES`` registry (kind to builder), and the kinds.
 
 - ``rm:DIR_OR_HF_ID``: a reward model, the paper's tie band (``rm.py``);
-- ``llm:URL``: the paper's GPT-4 prompts sent to an OpenAI-compatible endpoint (``llm.py``).
+- ``llm:URL``: the paper's GPT-4 prompts sent to an OpenAI-compatible endpoint (``llm.py``);
+- ``attr:NAME``: a measured attribute of each answer, offline (``attr.py``).
 
 A new kind is a module with a class implementing ``base.Judge`` and one line here.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ctrlalign.evaluation.judges.attr import ATTRIBUTES, AttributeJudge
 from ctrlalign.evaluation.judges.base import (
     Decisions,
     Judge,
@@ -45,6 +47,7 @@ JUDGES: dict[str, JudgeKind] = {
             target, o.judge_model, o.task, cache / "llm_replies.jsonl"
         ),
     ),
+    "attr": JudgeKind(f"attr:{'|'.join(ATTRIBUTES)}", lambda target, c, o: AttributeJudge(target)),
 }
 
 
@@ -63,18 +66,28 @@ def build_judge(spec: str, cache_dir: Path, options: JudgeOptions | None = None)
     return JUDGES[kind].build(target, cache_dir, options or JudgeOptions())
 
 
-def reward_scorer(spec: str | None, device: torch.device | str = "cpu") -> RewardModelJudge | None:
-    """``rm:ID_OR_DIR`` -> a reward model that scores single answers (``alpha-sweep``);
-    None -> no scores. Pairwise-only kinds (``llm:``) cannot score one answer."""
+def reward_scorer(
+    spec: str | None, device: torch.device | str = "cpu"
+) -> RewardModelJudge | AttributeJudge | None:
+    """``rm:ID_OR_DIR`` -> a reward model that scores single answers (``alpha-sweep``),
+    ``attr:NAME`` -> the attribute; None -> no scores. Pairwise-only kinds (``llm:``)
+    cannot score one answer."""
     if spec is None:
         return None
     kind, _, target = spec.partition(":")
+    if kind == "attr" and target:
+        judge = AttributeJudge(target)
+        judge.check()
+        return judge
     if kind != "rm" or not target:
-        raise JudgeSpecError(f"--judge must be rm:ID_OR_DIR (a reward model), got {spec!r}")
+        raise JudgeSpecError(
+            f"--judge must be rm:ID_OR_DIR (a reward model) or attr:NAME, got {spec!r}"
+        )
     return RewardModelJudge(target, device=device)
 
 
 __all__ = [
+    "ATTRIBUTES",
     "JUDGES",
     "Decisions",
     "Judge",
