@@ -240,3 +240,22 @@ def test_kill_9_mid_evaluation_then_the_same_command_gives_the_same_report(setup
     assert rerun.returncode == 0, rerun.stderr
     for name in ("winrates.csv", "winrates.md"):
         assert (out / name).read_text() == (tmp_path / "reference" / name).read_text(), name
+
+
+def test_attribute_judge_reports_each_runs_mean_with_its_interval(setup, tmp_path):
+    """attr:length's mean is the mean word count the ROUGE table shows for the same answers."""
+    out = tmp_path / "report"
+    runs = candidates(setup)
+    evaluate(runs, ("coh", setup["runs"]["coh"]), setup["eval"], ["attr:length"], out, options())
+    rows = list(csv.DictReader((out / "attributes.csv").open()))
+    words = {
+        (r["method"], r["temperature"]): float(r["words"])
+        for r in csv.DictReader((out / "rouge.csv").open())
+    }
+    assert {(r["method"], r["temperature"]) for r in rows} == set(words)
+    for row in rows:
+        mean, low, high = (float(row[k]) for k in ("mean", "ci_low", "ci_high"))
+        assert row["judge"] == "attr:length" and row["n"] == "4"
+        assert mean == pytest.approx(words[row["method"], row["temperature"]], abs=0.05)
+        assert low <= mean <= high
+    assert "## Attributes" in (out / "report.md").read_text()

@@ -8,6 +8,7 @@
 - ``delta_vs_temperature.png`` (Figure 3), ``delta_vs_prompt_length.png`` and
   ``delta_vs_lora_rank.png`` (the scaling trends of Tables 1-2) where there is a trend to
   draw: two temperatures, or two runs of a method differing only in that setting.
+- ``attributes.csv``: with ``attr:`` judges, each run's mean attribute and its interval.
 - ``report.md``: the setup, one table per judge in the paper's layout (ROUGE-L and
   ROUGE-Avg beside the win rates, as Table 1), the full tables, the judges' caveats and the
   plots.
@@ -60,6 +61,32 @@ class RougeRow:
         ]
 
 
+ATTRIBUTE_HEADER = ("method", "judge", "temperature", "mean", "ci_low", "ci_high", "n")
+
+
+@dataclass(frozen=True)
+class AttributeRow:
+    """The mean of an ``attr:`` judge's attribute over a run's answers, with its interval."""
+
+    method: str
+    judge: str
+    temperature: float
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+    def cells(self) -> list[str]:
+        values = (self.mean, self.ci_low, self.ci_high)
+        return [
+            self.method,
+            self.judge,
+            f"{self.temperature:g}",
+            *(f"{v:.3f}" for v in values),
+            str(self.n),
+        ]
+
+
 RUNS_HEADER = ("Method", "Steps", "Examples", "Train time", "Peak RSS (GiB)", "Held-out loss")
 
 
@@ -101,6 +128,7 @@ class Results:
     judge_notes: list[str] = field(default_factory=list)
     scaling: dict[str, ScalingPoint] = field(default_factory=dict)
     run_rows: list[RunRow] = field(default_factory=list)
+    attribute_rows: list[AttributeRow] = field(default_factory=list)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -110,10 +138,10 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def _write_rouge_csv(rows: Sequence[RougeRow], path: Path) -> Path:
+def _write_table_csv(header: Sequence[str], rows: Sequence, path: Path) -> Path:
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(ROUGE_HEADER)
+    writer.writerow(header)
     writer.writerows(row.cells() for row in rows)
     return write_atomic(path, text.getvalue())
 
@@ -209,13 +237,18 @@ def write_report(folder: Path, results: Results) -> Path:
     if results.rouge_rows:
         rouge_md = markdown_table(ROUGE_HEADER, [row.cells() for row in results.rouge_rows])
         write_atomic(folder / "rouge.md", rouge_md)
-        _write_rouge_csv(results.rouge_rows, folder / "rouge.csv")
+        _write_table_csv(ROUGE_HEADER, results.rouge_rows, folder / "rouge.csv")
         parts.append("\n## ROUGE F1 (%) against the references\n\n")
         parts.append(
             f"rougeL_vs_baseline: mean over posts of the run's ROUGE-L minus "
             f"{results.baseline}'s on the same post, with its bootstrap 95% interval.\n\n"
         )
         parts.append(rouge_md)
+    if results.attribute_rows:
+        rows = results.attribute_rows
+        _write_table_csv(ATTRIBUTE_HEADER, rows, folder / "attributes.csv")
+        table = markdown_table(ATTRIBUTE_HEADER, [row.cells() for row in rows])
+        parts.append("\n## Attributes (mean per answer, bootstrap 95% interval)\n\n" + table)
     if results.run_rows:
         table = markdown_table(RUNS_HEADER, [row.cells() for row in results.run_rows])
         parts.append("\n## Training (each run's own time and peak memory)\n\n" + table)

@@ -16,6 +16,7 @@ import numpy as np
 from rouge_score import rouge_scorer
 
 from ctrlalign.data.records import Record
+from ctrlalign.evaluation.verdicts import bootstrap_mean
 
 _TYPES = ("rouge1", "rouge2", "rougeL")
 
@@ -85,10 +86,7 @@ class PairedDifference:
                 f"paired difference needs equal, non-empty lists: {len(mine)}, {len(base)}"
             )
         diff = np.asarray(mine, dtype=float) - np.asarray(base, dtype=float)
-        rng = np.random.default_rng(seed)
-        picks = rng.integers(0, len(diff), size=(n_boot, len(diff)))
-        ci_low, ci_high = np.percentile(diff[picks].mean(axis=1), [2.5, 97.5])
-        return cls(float(diff.mean()), float(ci_low), float(ci_high), len(diff))
+        return cls(*bootstrap_mean(diff, n_boot, seed), len(diff))
 
 
 def rouge_for_records(predictions: Sequence[str], records: Sequence[Record]) -> RougeScores:

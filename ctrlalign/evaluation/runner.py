@@ -27,9 +27,11 @@ from ctrlalign.evaluation.generations import (
     generate_all,
 )
 from ctrlalign.evaluation.judges import Judge, JudgeOptions, JudgeSpecError, build_judge
+from ctrlalign.evaluation.judges.attr import AttributeJudge
 from ctrlalign.evaluation.judges.llm import TASKS
 from ctrlalign.evaluation.report import ReportRow, mean_words
 from ctrlalign.evaluation.report_writer import (
+    AttributeRow,
     Results,
     RougeRow,
     RunRow,
@@ -37,7 +39,7 @@ from ctrlalign.evaluation.report_writer import (
     write_report,
 )
 from ctrlalign.evaluation.rouge import PairedDifference, rouge_for_records
-from ctrlalign.evaluation.verdicts import DEFAULT_TIE_BAND, Comparison, WinRate
+from ctrlalign.evaluation.verdicts import DEFAULT_TIE_BAND, Comparison, WinRate, bootstrap_mean
 from ctrlalign.model.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -260,6 +262,20 @@ def run(plan: Plan) -> Path:
         plan.baseline.name, _setup_lines(plan), rows, rouge_rows, judge_notes, _scaling(plan.runs)
     )
     results.run_rows = [_run_row(run_ref) for run_ref in [plan.baseline, *plan.candidates]]
+    results.attribute_rows = [
+        AttributeRow(
+            run_ref.name,
+            judge.name,
+            temperature,
+            *bootstrap_mean(scores, o.n_boot, o.seed),
+            len(scores),
+        )
+        for judge in plan.judges
+        if isinstance(judge, AttributeJudge)
+        for temperature in o.temperatures
+        for run_ref in [plan.baseline, *plan.candidates]
+        for scores in [judge.score(prompts, answers[run_ref.name, temperature])]
+    ]
     return write_report(plan.output, results)
 
 

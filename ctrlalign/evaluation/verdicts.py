@@ -116,3 +116,16 @@ class WinRate:
             ci_low=float(ci_low),
             ci_high=float(ci_high),
         )
+
+
+def bootstrap_mean(
+    values: Sequence[float], n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its percentile bootstrap 95% interval, resampling the
+    values with replacement (seeded, so a rerun gives the same interval)."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        raise ValueError("cannot take the mean of zero values")
+    picks = np.random.default_rng(seed).integers(0, data.size, size=(n_boot, data.size))
+    low, high = np.percentile(data[picks].mean(axis=1), [2.5, 97.5])
+    return float(data.mean()), float(low), float(high)
