@@ -127,8 +127,9 @@ def margin_sweep(
     With pi_alpha the policy of the alpha-mixed logits and pi_0 the unaligned stream (the
     reference CLM's DPO trains against), r_alpha(y) = log pi_alpha(y|x) - log pi_0(y|x) and
     the margin is r_alpha(chosen) - r_alpha(rejected), in nats (training logs it times
-    beta): 0 at alpha 0 by construction, what training raised at alpha 1. Both streams run once per response; every alpha is a mix of
-    their logits, so the sweep costs two forwards per response whatever the alphas.
+    beta): 0 at alpha 0 by construction, what training raised at alpha 1. Both streams
+    run once per response; every alpha is a mix of their logits, so the sweep costs two
+    forwards per response whatever the alphas.
     ``accuracy`` is the share of pairs with a positive margin. Pairs longer than
     ``max_length`` are left out, as in training.
     """
