@@ -247,10 +247,12 @@ def run(plan: Plan) -> Path:
     rouge_rows = []
     if plan.rouge:
         for temperature in o.temperatures:
-            base = rouge_for_records(answers[plan.baseline.name, temperature], records)
+            scored = {
+                r.name: rouge_for_records(answers[r.name, temperature], records) for r in plan.runs
+            }
+            base = scored[plan.baseline.name]
             for run_ref in plan.runs:
-                texts = answers[run_ref.name, temperature]
-                scores = rouge_for_records(texts, records)
+                texts, scores = answers[run_ref.name, temperature], scored[run_ref.name]
                 paired = None
                 if run_ref.name != plan.baseline.name:
                     paired = PairedDifference.of(
