@@ -195,6 +195,14 @@ def test_alpha_sweep_reports_the_held_out_reward_margin(
     assert not refused.exists()
 
 
+def test_alpha_sweep_refuses_pointwise_pairs_before_any_answer(runs, scores_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["alpha-sweep", "--run", str(runs / "clm"), "--alphas", "0,1", "--prompt", "Hi!"]
+    assert main([*argv, "--pairs", f"scores:{scores_file}", "--output", str(out)]) == 2
+    assert "not (chosen, rejected) pairs" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_alpha_sweep_with_a_bad_judge_writes_nothing(runs, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["alpha-sweep", "--run", str(runs / "clm"), "--alphas", "0,1", "--prompt", "Hi!"]
