@@ -55,6 +55,18 @@ def big_init(module: nn.Module, std: float = 0.5, seed: int = 0) -> nn.Module:
     return module
 
 
+def fp32_sum_tolerance(reduction: int, values: torch.Tensor) -> float:
+    """How far two fp32 computations of the same sums, added in different orders, may be.
+
+    A length-n fp32 sum carries a rounding error of at most about n * eps times the size
+    of its terms; we bound the terms' size by the largest value compared (as the logits do
+    in ``test_lora_per_row_matches_peft_adapter_names``). ``reduction`` is the longest sum
+    on the way: the batched path adds the same products as PEFT's per-adapter sub-batches
+    and the per-preference batches, only blocked differently by ``bmm`` against ``mm``.
+    """
+    return reduction * torch.finfo(values.dtype).eps * values.abs().max().item()
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import fp32_sum_tolerance
 
 from ctrlalign.inference.generation import GenerationConfig, Row, Stream, generate, generate_rows
 from ctrlalign.model.layout import collate, encode
@@ -127,18 +128,6 @@ MANY_CASES = [  # rows in no particular order; "silly" is absent: it must get no
     ("Is the sky blue?", "warm", "It is, on a lovely clear day."),
     ("Count to three.", "formal", "One, two, three."),
 ]
-
-
-def fp32_sum_tolerance(reduction: int, values: torch.Tensor) -> float:
-    """How far two fp32 computations of the same sums, added in different orders, may be.
-
-    A length-n fp32 sum carries a rounding error of at most about n * eps times the size
-    of its terms; we bound the terms' size by the largest value compared (as the logits do
-    in ``test_lora_per_row_matches_peft_adapter_names``). ``reduction`` is the longest sum
-    on the way: the batched path adds the same products as PEFT's per-adapter sub-batches
-    and the per-preference batches, only blocked differently by ``bmm`` against ``mm``.
-    """
-    return reduction * torch.finfo(values.dtype).eps * values.abs().max().item()
 
 
 def test_batched_lora_logits_equal_peft_adapter_names_and_per_preference_forwards(controlled):

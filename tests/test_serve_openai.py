@@ -118,6 +118,32 @@ def test_sync_client(server):
     assert text.object == "text_completion" and text.usage.completion_tokens <= 5
 
 
+def test_blends_per_request(server):
+    """A blend in ``preference`` (a mapping, or text), composed natively or by logits, is
+    answered as ``dial_row`` and the generator answer it; bad ones name their field."""
+    from ctrlalign.inference.dial import DialRequest, dial_row
+
+    run, url = server
+    api = client(url)
+    messages = [{"role": "user", "content": "Hi!"}]
+    for blend, compose in [({"good": 1.0, "bad": 0.5}, None), ("good+bad=3", "logits")]:
+        body = {"preference": blend} | ({"compose": compose} if compose else {})
+        reply = api.chat.completions.create(
+            model="run", messages=messages, max_tokens=8, extra_body=body
+        )
+        row = dial_row(run, DialRequest(messages, blend, compose=compose or "native"))
+        want = generate_rows(run.model, run.tokenizer, [row], GenerationConfig(8))[0]
+        assert reply.choices[0].message.content == want
+    for body, param in [
+        ({"preference": {"good": -1}}, "preference"),
+        ({"preference": "good+ugly"}, "preference"),
+        ({"preference": "good+bad", "compose": "sum"}, "compose"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as err:
+            api.chat.completions.create(model="run", messages=messages, extra_body=body)
+        assert err.value.param == param, body
+
+
 def test_errors_reach_the_client_as_openai_errors(server):
     _, url = server
     api = client(url)

@@ -22,7 +22,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("generate", help="answer prompts with a trained run")
     parser.add_argument("--run", required=True, help="run directory made by `ctrlalign train`")
     add_prompt_flags(parser)
-    parser.add_argument("--preference", help="preference for every prompt without its own")
+    parser.add_argument(
+        "--preference",
+        help="preference for every prompt without its own; several at once as a blend, "
+        "e.g. concise+warm or concise=1+warm=0.5",
+    )
+    parser.add_argument(
+        "--compose",
+        choices=["native", "logits"],
+        default="native",
+        help="how a blend is composed: native (prompts and tokens one after another, LoRA "
+        "deltas summed with the weights) or logits (one stream per preference, logits mixed "
+        "with the weights scaled to sum to 1; any control kind)",
+    )
     parser.add_argument("--output", help="JSONL to write (default: print)")
     add_generation_flags(parser)
     add_device_flags(parser)
@@ -38,8 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctrlalign.data.io import write_jsonl
-    from ctrlalign.inference.dial import DialRequest, check_dial, dial_row
+    from ctrlalign.inference.dial import DialRequest, check_dial, dial_row, parse_preference
     from ctrlalign.inference.generation import generate_rows
+    from ctrlalign.model.controls import Blend
     from ctrlalign.model.rundir import default_preference, load_run, read_run_info
 
     prompts = read_prompt_rows(args)
@@ -52,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
             p.get("preference", args.preference),
             args.against,
             p.get("alpha", args.alpha),
+            compose=args.compose,
         )
         for p in prompts
     ]
@@ -64,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         if preference is None:
             preference = default_preference(info)
         line = {"prompt": request.prompt, "preference": preference, "response": answer}
+        if isinstance(parse_preference(preference, run.preferences), Blend):
+            line["compose"] = args.compose
         if dial:
             alpha = 1.0 if request.alpha is None else float(request.alpha)
             line.update(alpha=alpha, against=args.against)

@@ -146,8 +146,14 @@ def read_prompts(path: str | Path) -> list[dict]:
                 f"{path} line {number}: field 'prompt' must be non-empty text or messages"
             )
         pref = row.get("preference")
-        if pref is not None and not isinstance(pref, str):
-            raise DataError(f"{path} line {number}: field 'preference' must be a string")
+        blend = isinstance(pref, dict) and all(
+            isinstance(w, int | float) and not isinstance(w, bool) for w in pref.values()
+        )
+        if pref is not None and not isinstance(pref, str) and not blend:
+            raise DataError(
+                f"{path} line {number}: field 'preference' must be a name or a blend "
+                '{"name": weight, ...}'
+            )
         rows.append(row)
     if not rows:
         raise DataError(f"{path}: no prompts")

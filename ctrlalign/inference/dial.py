@@ -9,16 +9,25 @@ A CLM run mixes its unaligned and aligned streams, a MEET run two of its control
 (``preference`` and ``against``); logits = (1 - alpha) * low + alpha * high at every step
 (``generation.alpha_row``). Messages speak in CLI flags; ``DialError.field`` names the
 request field at fault, so a server can report it as the HTTP ``param``.
+
+The preference may be a blend of several (``concise+warm``, ``concise=1+warm=0.5``, or a
+``{name: weight}`` mapping), composed natively by the control (``compose="native"``, see
+``controls.base.Blend``) or by mixing the logits of one stream per preference, the
+weights scaled to sum to 1 (``compose="logits"``: any kind, at one stream per part).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ctrlalign.inference.generation import Message, Row, alpha_row
+from ctrlalign.inference.generation import Message, Row, Stream, alpha_row
+from ctrlalign.model.controls import Blend, Control
 from ctrlalign.model.rundir import Run, default_preference
+
+#: how a blend of preferences is composed (see the module docstring)
+COMPOSE_MODES = ("native", "logits")
 
 
 class DialError(ValueError):
@@ -34,14 +43,38 @@ class DialRequest:
     """What any caller asks for: a prompt, and optionally a control, the dial and a cap."""
 
     prompt: str | Sequence[Message]
-    #: the control to answer under (the side alpha moves towards); None: the run's default
-    preference: str | None = None
+    #: the control to answer under (the side alpha moves towards), or a blend of several
+    #: (``a+b``, ``a=1+b=0.5``, ``{name: weight}``); None: the run's default
+    preference: str | Mapping[str, float] | Blend | None = None
     #: MEET run: the control alpha moves away from
     against: str | None = None
     #: the dial, as given (text, number); None: 1, the aligned model or plain ``preference``
     alpha: object = None
     #: this row's own cap on new tokens; None: the generation config's
     max_new_tokens: int | None = None
+    #: how a blend is composed: "native" (by the control) or "logits" (one stream each)
+    compose: str = "native"
+
+
+def parse_preference(
+    value: str | Mapping[str, float] | Blend | None, known: Sequence[str]
+) -> str | Blend | None:
+    """A preference name, or a blend when ``value`` is one (text with ``+``/``=``, or a
+    mapping); a name the run knows is always that name. A blend of one preference at
+    weight 1 is that preference."""
+    if isinstance(value, str) and value not in known and ("+" in value or "=" in value):
+        try:
+            value = Blend.parse(value)
+        except ValueError as err:
+            raise DialError(str(err), "preference") from None
+    elif isinstance(value, Mapping):
+        try:
+            value = Blend.of(value)
+        except ValueError as err:
+            raise DialError(f"preference: {err}", "preference") from None
+    if isinstance(value, Blend) and value.parts[0][1] == 1 and len(value.parts) == 1:
+        return value.names[0]
+    return value
 
 
 def parse_alpha(value: object) -> float:
@@ -92,6 +125,19 @@ def check_dial(
         raise DialError("--alpha needs a CLM run, or on a MEET run --preference GOOD --against BAD")
 
 
+def _check_names(control: Control, name: str | Blend, request: DialRequest) -> None:
+    """Every name known; a blend composable the way asked and not holding ``against``."""
+    if not isinstance(name, Blend):
+        control.index(name)
+        return
+    if request.against in name.names:
+        raise ValueError(f"--against {request.against!r} is part of the blend {name}")
+    if request.compose == "native":
+        control.check_blend(name)
+    for part in name.names:
+        control.index(part)
+
+
 def dial_row(run: Run, request: DialRequest) -> Row:
     """The generation row for one request, or a ``DialError`` naming what is wrong."""
     alpha = None
@@ -100,8 +146,13 @@ def dial_row(run: Run, request: DialRequest) -> Row:
             alpha = parse_alpha(request.alpha)
         except ValueError as err:
             raise DialError(str(err), "alpha") from None
-    preference = request.preference
+    if request.compose not in COMPOSE_MODES:
+        raise DialError(
+            f"compose must be one of {', '.join(COMPOSE_MODES)}, got {request.compose!r}",
+            "compose",
+        )
     control = run.model.control
+    preference = parse_preference(request.preference, run.preferences)
     if preference is not None and control is None and not run.info.get("clm"):
         raise DialError(f"this run ({run.info.get('method')}) has no preferences", "preference")
     if preference is None:
@@ -111,8 +162,15 @@ def dial_row(run: Run, request: DialRequest) -> Row:
         for field, name in (("preference", preference), ("against", request.against)):
             if name is not None:
                 try:
-                    control.index(name)
+                    _check_names(control, name, request)
                 except ValueError as err:
                     raise DialError(str(err), field) from None
-    row = alpha_row(request.prompt, 1.0 if alpha is None else alpha, preference, request.against)
+    high = None
+    if isinstance(preference, Blend) and request.compose == "logits":
+        # scaled by the largest first, so that huge weights cannot overflow the sum
+        largest = max(preference.weights)
+        total = sum(w / largest for w in preference.weights)
+        high = [(Stream(n), w / largest / total) for n, w in preference.parts]
+    a = 1.0 if alpha is None else alpha
+    row = alpha_row(request.prompt, a, preference, request.against, high)
     return Row(row.messages, row.streams, row.weights, request.max_new_tokens)

@@ -44,8 +44,15 @@ from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from ctrlalign.inference.generation import GenerationConfig, Row, Stream, _pick
 from ctrlalign.model.controlled_lm import ControlledLM
-from ctrlalign.model.controls import Control
-from ctrlalign.model.layout import Example, Message, collate, encode_prompt, prompt_ids
+from ctrlalign.model.controls import Blend, Control
+from ctrlalign.model.layout import (
+    Example,
+    Message,
+    collate,
+    control_prefix,
+    encode_prompt,
+    prompt_ids,
+)
 from ctrlalign.model.logprobs import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -102,15 +109,18 @@ class Job:
 
 
 def encode_text(
-    tokenizer: PreTrainedTokenizerBase, control: Control | None, text: str, preference: str | None
+    tokenizer: PreTrainedTokenizerBase,
+    control: Control | None,
+    text: str,
+    preference: str | Blend | None,
 ) -> Example:
     """``[control prefix][text]`` for a raw completion: no chat template, the text as given."""
     ids = tokenizer(text).input_ids
     if control is None:
         return Example(ids, [IGNORE_INDEX] * len(ids), 0, 0)
-    prefix = control.prefix_ids(preference)
+    prefix, preference_id = control_prefix(control, preference)
     ids = prefix + ids
-    return Example(ids, [IGNORE_INDEX] * len(ids), control.index(preference), len(prefix))
+    return Example(ids, [IGNORE_INDEX] * len(ids), preference_id, len(prefix))
 
 
 def encode_row(
@@ -233,13 +243,14 @@ class _Seq:
         return self.handle.job
 
 
-def _adapter_plan(model: ControlledLM, prefs: Sequence[str | None]) -> tuple | None:
+def _adapter_plan(model: ControlledLM, prefs: Sequence[str | Blend | None]) -> tuple | None:
     """How LoRA rows reach their adapters: ("use", pref) when the rows share one (a plain
-    PEFT forward), ("rows", prefs) for per-row adapters, None without per-row weights."""
+    PEFT forward), ("rows", prefs) for per-row adapters or blends, None without per-row
+    weights."""
     control = model.control
     if control is None or not control.per_preference_weights or None in prefs:
         return None
-    if len(set(prefs)) == 1:
+    if len(set(prefs)) == 1 and isinstance(prefs[0], str):
         return ("use", prefs[0])
     return ("rows", tuple(prefs))
 

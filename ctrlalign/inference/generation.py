@@ -18,15 +18,17 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.controls import Blend
 from ctrlalign.model.layout import Message, collate, encode_prompt
 
 
 @dataclass(frozen=True)
 class Stream:
-    """A prompt under one control: which preference (its prefix and adapter), and for a CLM
-    run whether it goes through the identity layer (aligned) or around it (unaligned)."""
+    """A prompt under one control: which preference (its prefix and adapter) or natively
+    composed blend of them, and for a CLM run whether it goes through the identity layer
+    (aligned) or around it (unaligned)."""
 
-    preference: str | None = None
+    preference: str | Blend | None = None
     aligned: bool = True
 
 
@@ -55,33 +57,34 @@ def as_messages(prompt: str | Sequence[Message]) -> tuple[tuple[str, str], ...]:
     return tuple((m["role"], m["content"]) for m in prompt)
 
 
-def plain_row(prompt: str | Sequence[Message], preference: str | None = None) -> Row:
+def plain_row(prompt: str | Sequence[Message], preference: str | Blend | None = None) -> Row:
     return Row(as_messages(prompt), (Stream(preference),), (1.0,))
 
 
 def alpha_row(
     prompt: str | Sequence[Message],
     alpha: float,
-    preference: str | None = None,
+    preference: str | Blend | None = None,
     against: str | None = None,
+    high: Sequence[tuple[Stream, float]] | None = None,
 ) -> Row:
     """The alignment dial: logits = (1 - alpha) * low + alpha * high.
 
     Without ``against`` (a CLM run) low is the unaligned stream and high the aligned one;
-    with it (a MEET run) low is the ``against`` control and high ``preference``. At alpha 0
-    or 1 only the stream with weight 1 runs; alpha < 0 or > 1 extrapolates.
+    with it (a MEET run) low is the ``against`` control and high ``preference``, or the
+    weighted streams of ``high`` (a blend composed by logits, weights summing to 1). At
+    alpha 0 or 1 only the side with weight 1 runs; alpha < 0 or > 1 extrapolates.
     """
     if against is None:
-        low, high = Stream(preference, aligned=False), Stream(preference)
+        low = Stream(preference, aligned=False)
     else:
-        if preference is None:
+        if preference is None and high is None:
             raise ValueError("--against needs --preference (the side alpha moves towards)")
-        low, high = Stream(against), Stream(preference)
-    if alpha == 1:
-        return Row(as_messages(prompt), (high,), (1.0,))
-    if alpha == 0:
-        return Row(as_messages(prompt), (low,), (1.0,))
-    return Row(as_messages(prompt), (low, high), (1.0 - alpha, alpha))
+        low = Stream(against)
+    parts = [(low, 1.0 - alpha)] + [(s, alpha * w) for s, w in high or [(Stream(preference), 1.0)]]
+    parts = [(s, w) for s, w in parts if w != 0]
+    streams, weights = zip(*parts, strict=True)
+    return Row(as_messages(prompt), streams, weights)
 
 
 def _alignment(rows: Sequence[Row]) -> torch.Tensor:
@@ -110,7 +113,7 @@ def _adapters_for(model: ControlledLM, rows: Sequence[Row]) -> contextlib.Abstra
     prefs = [s.preference for row in rows for s in row.streams]
     if None in prefs:
         return contextlib.nullcontext()  # encode_prompt names the problem
-    if len(set(prefs)) == 1:
+    if len(set(prefs)) == 1 and isinstance(prefs[0], str):
         return model.control.use(prefs[0])
     return model.control.per_row(prefs)
 

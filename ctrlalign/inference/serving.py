@@ -5,10 +5,12 @@ The surface is what users of vLLM's OpenAI server expect, so their clients work 
 ``/v1/chat/completions`` and ``/v1/completions`` (both streaming as server-sent events in
 OpenAI's chunk format), ``/v1/models``, ``/health``, ``/metrics`` (Prometheus), errors in
 OpenAI's body (``{"error": {"message", "type", "param", "code"}}``), ``--api-key``. What
-only ctrlalign has rides on three extra body fields (``extra_body`` in the ``openai``
+only ctrlalign has rides on four extra body fields (``extra_body`` in the ``openai``
 client): ``preference`` (the control), ``alpha`` (the dial: a CLM run's strength, or with
-``against`` the mix of two MEET controls) and ``against``; the preference may also be
-chosen as the model, ``"model": "RUN:concise"``, as vLLM and LoRAX users pick adapters.
+``against`` the mix of two MEET controls), ``against`` and ``compose``; the preference may also be
+chosen as the model, ``"model": "RUN:concise"``, as vLLM and LoRAX users pick adapters,
+or be a blend of several with weights (``{"concise": 1, "warm": 0.5}``, composed as
+``compose`` says), which each request of a batch chooses for itself.
 
 Requests are validated here (pydantic models with unknown fields refused: a field we cannot
 honour must not be ignored silently) and turned into ``engine.Job``s through ``dial_row``,
@@ -118,7 +120,16 @@ class _Generation(_Body):
     stop: str | list[str] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    preference: str | None = Field(None, description="the control to answer under")
+    preference: str | dict[str, float] | None = Field(
+        None,
+        description="the control to answer under, or several at once: a blend "
+        '"concise+warm", "concise=1+warm=0.5" or {"concise": 1.0, "warm": 0.5}',
+    )
+    compose: Literal["native", "logits"] | None = Field(
+        None,
+        description="how a blend is composed: native (default; by the control kind) or "
+        "logits (one stream per preference, logits mixed with the weights scaled to sum to 1)",
+    )
     against: str | None = Field(None, description="MEET run: the control alpha moves away from")
     alpha: float | None = Field(
         None, ge=-100, le=100, description="the dial (CLM: 0 base, 1 aligned; < 0, > 1 extrapolate)"
@@ -160,7 +171,7 @@ class CompletionRequest(_Generation):
 
 def _as_fields(message: str) -> str:
     """The dial checks speak in CLI flags; a request names JSON fields."""
-    for flag in ("alpha", "against", "preference"):
+    for flag in ("alpha", "against", "preference", "compose"):
         message = message.replace(f"--{flag}", f"`{flag}`")
     return message
 
@@ -218,7 +229,7 @@ class Prepared:
 
     jobs: list[Job]
     model: str
-    preference: str | None
+    preference: str | dict[str, float] | None
     alpha: float | None
     stream: bool
     include_usage: bool
@@ -404,6 +415,7 @@ class Service:
                 preference,
                 body.against,
                 body.alpha,
+                compose=body.compose or "native",
             )
             try:
                 row = dial_row(self.run, request)

@@ -14,7 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.data.records import Record
-from ctrlalign.model.controls import Control
+from ctrlalign.model.controls import Blend, Control
 from ctrlalign.model.logprobs import IGNORE_INDEX
 
 Message = dict[str, str]
@@ -46,15 +46,28 @@ def response_ids(tokenizer: PreTrainedTokenizerBase, response: str) -> list[int]
 class Example:
     input_ids: list[int]
     labels: list[int]
-    preference_id: int
+    #: the control's index of the preference, or of each preference of a blend
+    preference_id: int | tuple[int, ...]
     prefix_len: int
+
+
+def control_prefix(
+    control: Control, preference: str | Blend
+) -> tuple[list[int], int | tuple[int, ...]]:
+    """The prefix ids and preference id(s) of a preference or a natively composed blend:
+    the blend's controls one after another, in its order."""
+    if isinstance(preference, Blend):
+        control.check_blend(preference)
+        prefix = [i for name in preference.names for i in control.prefix_ids(name)]
+        return prefix, tuple(control.index(name) for name in preference.names)
+    return control.prefix_ids(preference), control.index(preference)
 
 
 def encode_prompt(
     tokenizer: PreTrainedTokenizerBase,
     control: Control | None,
     messages: Sequence[Message],
-    preference: str | None,
+    preference: str | Blend | None,
 ) -> Example:
     """``[control prefix][prompt]`` with no labels: what generation starts from.
 
@@ -67,9 +80,9 @@ def encode_prompt(
         return Example(ids, [IGNORE_INDEX] * len(ids), 0, 0)
     if preference is None:
         raise ValueError(f"this run needs a preference; it knows {control.preferences}")
-    prefix = control.prefix_ids(preference)
+    prefix, preference_id = control_prefix(control, preference)
     ids = prefix + prompt_ids(tokenizer, messages)
-    return Example(ids, [IGNORE_INDEX] * len(ids), control.index(preference), len(prefix))
+    return Example(ids, [IGNORE_INDEX] * len(ids), preference_id, len(prefix))
 
 
 def encode(
@@ -140,5 +153,14 @@ def collate(examples: list[Example], pad_id: int, left: bool = False) -> dict[st
             batch[key].append(row)
     out = {k: torch.tensor(v) for k, v in batch.items()}
     out["prefix_mask"] = out["prefix_mask"].bool()
-    out["preference_ids"] = torch.tensor([e.preference_id for e in examples])
+    out["preference_ids"] = preference_ids([e.preference_id for e in examples])
     return out
+
+
+def preference_ids(ids: Sequence[int | tuple[int, ...]]) -> torch.Tensor:
+    """One id per row, or with any blend among them, rows x parts padded with -1."""
+    if all(isinstance(i, int) for i in ids):
+        return torch.tensor(ids)
+    rows = [(i,) if isinstance(i, int) else i for i in ids]
+    width = max(len(r) for r in rows)
+    return torch.tensor([list(r) + [-1] * (width - len(r)) for r in rows])

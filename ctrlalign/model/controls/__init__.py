@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ctrlalign.model.controls.base import Control
+from ctrlalign.model.controls.base import Blend, Control
 from ctrlalign.model.controls.lora import LoraControl
 from ctrlalign.model.controls.prompt import PromptControl
 from ctrlalign.model.controls.soft_prompt import SoftPromptControl
@@ -44,4 +44,11 @@ def build_control(kind: str, preferences: list[str], **options: object) -> Contr
     return CONTROL_KINDS[kind].from_options(list(preferences), options)
 
 
-__all__ = ["CONTROL_KINDS", "CONTROL_OPTIONS", "Control", "build_control", "control_options"]
+__all__ = [
+    "CONTROL_KINDS",
+    "CONTROL_OPTIONS",
+    "Blend",
+    "Control",
+    "build_control",
+    "control_options",
+]

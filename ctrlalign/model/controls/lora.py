@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ctrlalign.model.controls.base import Control
+from ctrlalign.model.controls.base import Blend, Control
 
 
 def lora_config(
@@ -53,6 +53,7 @@ def lora_config(
 class LoraControl(Control):
     kind = "lora"
     per_preference_weights = True
+    weighted_blend = True
 
     def __init__(
         self,
@@ -95,9 +96,11 @@ class LoraControl(Control):
         yield
 
     @contextlib.contextmanager
-    def per_row(self, preferences: Sequence[str] | torch.Tensor) -> Iterator[None]:
+    def per_row(self, preferences: Sequence[str | Blend] | torch.Tensor) -> Iterator[None]:
         """Batch row i goes through the adapter of ``preferences[i]`` (names, or indices into
         ``self.preferences``), in one forward, with gradients, in training and inference.
+        A row asking for a ``Blend`` (or a rows x parts index tensor, -1 past a row's last
+        part) adds each part's delta times its weight: LoRA's task arithmetic, per row.
 
         A batch of one preference is a plain PEFT forward of its adapter (``use``): nothing
         to route. Otherwise every LoRA linear layer is patched with ``_routed_forward``;
@@ -112,25 +115,23 @@ class LoraControl(Control):
         ``per_row`` removes them. A block without gradients leaves nothing behind.
         """
         self._unpatch()
-        first = next(self.peft.parameters())
-        if isinstance(preferences, torch.Tensor):
-            owners = preferences.to(device=first.device, dtype=torch.long)
-        else:
-            owners = torch.tensor([self.index(p) for p in preferences], device=first.device)
-        # sorted ids of the adapters in this batch, and each row's place among them
-        present, slots = owners.unique(return_inverse=True)
-        present = present.tolist()
+        owners, mix = self._parts(preferences, next(self.peft.parameters()).device)
+        # sorted ids of the adapters in this batch, and each part's place among them
+        present, slots = owners.clamp(min=0).unique(return_inverse=True)
+        present = present.tolist() if owners.numel() else []
         for pid in present:
             if not 0 <= pid < len(self.preferences):
                 raise ValueError(f"preference id {pid}: this run knows {self.preferences}")
         if not present:  # no rows: nothing runs
             yield
             return
-        if len(present) == 1:
+        plain = owners.shape[1] == 1 and bool((mix == 1).all())
+        if plain and len(present) == 1:
             with self.use(self.preferences[present[0]]):
                 yield
             return
-        routing = _Routing([self.preferences[p] for p in present], slots)
+        names = [self.preferences[p] for p in present]
+        routing = _Routing(names, slots[:, 0]) if plain else _Routing(names, slots, mix)
         if not self._layers:  # the adapted layers, found once (a walk of every module)
             self._layers = [m for m in self.peft.modules() if isinstance(m, LoraLinear)]
         self._patched = list(self._layers)
@@ -142,6 +143,27 @@ class LoraControl(Control):
             routing.open = False
             if not routing.built_graph:
                 self._unpatch()
+
+    def _parts(
+        self, preferences: Sequence[str | Blend] | torch.Tensor, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows x parts adapter ids, -1 past a row's last part; their weights, 0 there)."""
+        if isinstance(preferences, torch.Tensor):
+            owners = preferences.to(device=device, dtype=torch.long)
+            owners = owners.unsqueeze(-1) if owners.dim() == 1 else owners
+            return owners, (owners >= 0).float()
+        rows = []
+        for pref in preferences:
+            if isinstance(pref, Blend):
+                self.check_blend(pref)
+                rows.append([(self.index(n), w) for n, w in pref.parts])
+            else:
+                rows.append([(self.index(pref), 1.0)])
+        width = max((len(r) for r in rows), default=1)
+        rows = [r + [(-1, 0.0)] * (width - len(r)) for r in rows]
+        owners = torch.tensor([[i for i, _ in r] for r in rows], dtype=torch.long, device=device)
+        mix = torch.tensor([[w for _, w in r] for r in rows], device=device)
+        return owners.view(len(rows), width), mix.view(len(rows), width)
 
     def _unpatch(self) -> None:
         """Give every LoRA layer back its own forward (the class's: PEFT's)."""
@@ -165,38 +187,49 @@ class LoraControl(Control):
 class _Routing:
     """One batch's routing: the adapters present (stacking order) and each row's slot.
 
-    ``weights`` gives a layer's per-row A and B; under ``torch.no_grad`` (generation) the
-    weights cannot change within the batch, so they are gathered once per layer and kept
-    for every decoding step, which leaves a step the two products a plain PEFT forward has.
-    ``open`` is false once the ``per_row`` block has ended; ``built_graph`` records that a
-    forward inside it ran with gradients (so a backward may recompute it); ``retired``,
-    that a forward ran after the block outside a backward (so that batch is done with).
+    ``rows`` is one slot per row, or for blends rows x parts slots with ``mix`` their
+    weights (0 on padding). ``weights`` gives a layer's per-row A and B (a blend's parts
+    concatenated along the rank, each B part scaled by its weight, so a row still costs
+    two products); under ``torch.no_grad`` (generation) the weights cannot change within
+    the batch, so they are gathered once per layer and kept for every decoding step,
+    which leaves a step the two products a plain PEFT forward has. ``open`` is false once
+    the ``per_row`` block has ended; ``built_graph`` records that a forward inside it ran
+    with gradients (so a backward may recompute it); ``retired``, that a forward ran after
+    the block outside a backward (so that batch is done with).
     """
 
-    def __init__(self, names: list[str], rows: torch.Tensor):
+    def __init__(self, names: list[str], rows: torch.Tensor, mix: torch.Tensor | None = None):
         self.names = names
         self.rows = rows
+        self.mix = mix
         self.open = True
         self.built_graph = False
         self.retired = False
         self._kept: dict[LoraLinear, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def weights(self, module: LoraLinear) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows x r x in, rows x out x r): each row's A, and its B times its scaling."""
+        """(rows x r x in, rows x out x r): each row's A, and its B times its scaling (for
+        a blend of p parts, r is p times the rank)."""
         kept = self._kept.get(module)
         if kept is not None and not torch.is_grad_enabled():
             return kept
         a = torch.stack([module.lora_A[n].weight for n in self.names])[self.rows]
         b = torch.stack([module.lora_B[n].weight for n in self.names])[self.rows]
-        scales = [module.scaling[n] for n in self.names]
-        if len(set(scales)) == 1:  # one LoraConfig for all adapters: the usual case
-            b = b * scales[0]
-        else:
-            per_row = torch.tensor(scales, dtype=b.dtype, device=b.device)[self.rows]
-            b = b * per_row.view(-1, 1, 1)
+        scales = torch.tensor([module.scaling[n] for n in self.names], device=b.device)
+        coef = scales[self.rows] if self.mix is None else scales[self.rows] * self.mix
+        b = b * coef.to(b.dtype)[..., None, None]
+        if self.mix is not None:  # parts side by side: rows x (parts * r) x in, out x (parts * r)
+            a = a.flatten(1, 2)
+            b = b.permute(0, 2, 1, 3).flatten(2)
         if not torch.is_grad_enabled():
             self._kept[module] = (a, b)
         return a, b
+
+    def coefficients(self, slot: int) -> torch.Tensor:
+        """Each row's weight on the adapter in ``slot`` (0 where the row does not use it)."""
+        if self.mix is None:
+            return (self.rows == slot).float()
+        return (self.mix * (self.rows == slot)).sum(-1)
 
 
 def _routed_forward(
@@ -248,8 +281,10 @@ def _segment_delta(module: LoraLinear, routing: _Routing, x: torch.Tensor) -> to
     h = module.lora_dropout[routing.names[0]](x.to(module.lora_A[routing.names[0]].weight.dtype))
     delta = None
     for slot, name in enumerate(routing.names):
-        rows = (routing.rows == slot).nonzero(as_tuple=True)[0]
-        part = module.lora_B[name](module.lora_A[name](h[rows])) * module.scaling[name]
+        coef = routing.coefficients(slot)
+        rows = coef.nonzero(as_tuple=True)[0]
+        scale = (coef[rows] * module.scaling[name]).to(h.dtype).view(-1, 1, 1)
+        part = module.lora_B[name](module.lora_A[name](h[rows])) * scale
         if delta is None:
             delta = part.new_zeros((x.shape[0], *part.shape[1:]))
         delta = delta.index_add(0, rows, part)

@@ -60,8 +60,13 @@ class SoftPromptControl(Control):
         return [self._placeholder] * self.length
 
     def embed(self, embeds: torch.Tensor, prefix_mask: torch.Tensor, pref_ids: torch.Tensor):
-        values = self.prompts[pref_ids].to(embeds.dtype)
-        return embeds.masked_scatter(prefix_mask.unsqueeze(-1), values)
+        """Each row's prefix positions get its soft prompt, or a blend's soft prompts one
+        after another (``pref_ids`` rows x parts, -1 past a row's last part)."""
+        if pref_ids.dim() == 1:
+            values = self.prompts[pref_ids]
+        else:
+            values = self.prompts[pref_ids[pref_ids >= 0]]  # row-major: each row's in order
+        return embeds.masked_scatter(prefix_mask.unsqueeze(-1), values.to(embeds.dtype))
 
     def first_stage_parameters(self, lm: PreTrainedModel) -> list[nn.Parameter]:
         return [self.prompts]
