@@ -10,7 +10,13 @@ import torch
 from conftest import fp32_sum_tolerance
 
 from ctrlalign.inference.dial import DialError, DialRequest, dial_row
-from ctrlalign.inference.generation import GenerationConfig, Row, Stream, generate_rows
+from ctrlalign.inference.generation import (
+    GenerationConfig,
+    Row,
+    Stream,
+    generate,
+    generate_rows,
+)
 from ctrlalign.model.controls import Blend
 from ctrlalign.model.layout import collate, encode_prompt, prompt_ids
 from ctrlalign.model.rundir import Run
@@ -227,3 +233,18 @@ def test_generate_cli_answers_blends(prompt_run, tmp_path, capsys):
     assert main([*argv, *weighted]) == 2
     assert "--compose logits" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_python_generate_takes_blends(controlled):
+    """``generate`` with ``{name: weight}`` preferences answers as the dial's rows do."""
+    model, tok = controlled("lora", preferences=MANY, lora_random=True)
+    run = meet_run(model, tok, "lora")
+    config = GenerationConfig(max_new_tokens=5)
+    blends = [{"warm": 1.0, "formal": 0.5}, "terse", {"silly": 2.0}]
+    for compose in ("native", "logits"):
+        got = generate(model, tok, PROMPTS, blends, config, compose=compose)
+        requests = [
+            DialRequest(p, b, compose=compose) for p, b in zip(PROMPTS, blends, strict=True)
+        ]
+        rows = [dial_row(run, r) for r in requests]
+        assert got == generate_rows(model, tok, rows, config)

@@ -22,7 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ctrlalign.inference.generation import Message, Row, Stream, alpha_row
+from ctrlalign.inference.generation import Message, Row, alpha_row, blend_streams
 from ctrlalign.model.controls import Blend, Control
 from ctrlalign.model.rundir import Run, default_preference
 
@@ -165,12 +165,7 @@ def dial_row(run: Run, request: DialRequest) -> Row:
                     _check_names(control, name, request)
                 except ValueError as err:
                     raise DialError(str(err), field) from None
-    high = None
-    if isinstance(preference, Blend) and request.compose == "logits":
-        # scaled by the largest first, so that huge weights cannot overflow the sum
-        largest = max(preference.weights)
-        total = sum(w / largest for w in preference.weights)
-        high = [(Stream(n), w / largest / total) for n, w in preference.parts]
+    high = blend_streams(preference, request.compose)
     a = 1.0 if alpha is None else alpha
     row = alpha_row(request.prompt, a, preference, request.against, high)
     return Row(row.messages, row.streams, row.weights, request.max_new_tokens)

@@ -10,7 +10,7 @@ a mixed batch gives the tokens each row would get alone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -225,18 +225,36 @@ def generate_rows(
     return [decode(tokenizer, row_ids, config) for row_ids in ids]
 
 
+def blend_streams(preference: str | Blend | None, compose: str) -> list[tuple[Stream, float]]:
+    """The streams that answer under ``preference`` and their weights: one stream, or for
+    a blend composed by logits one per part, the weights scaled to sum to 1 (by the
+    largest first, so huge weights cannot overflow the sum)."""
+    if not isinstance(preference, Blend) or compose == "native":
+        return [(Stream(preference), 1.0)]
+    largest = max(preference.weights)
+    total = sum(w / largest for w in preference.weights)
+    return [(Stream(n), w / largest / total) for n, w in preference.parts]
+
+
 def generate(
     model: ControlledLM,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str | Sequence[Message]],
-    preferences: Sequence[str | None] | str | None,
+    preferences: Sequence[str | Mapping[str, float] | None] | str | Mapping[str, float] | None,
     config: GenerationConfig | None = None,
     progress: bool = False,
+    compose: str = "native",
 ) -> list[str]:
-    """Answer each prompt under its preference (one for all, or one per prompt)."""
-    if preferences is None or isinstance(preferences, str):
+    """Answer each prompt under its preference (one for all, or one per prompt); a
+    preference may be a blend ``{name: weight}``, composed natively by the control or, with
+    ``compose="logits"``, by mixing one stream per preference."""
+    if preferences is None or isinstance(preferences, str | Mapping):
         preferences = [preferences] * len(prompts)
     if len(preferences) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(preferences)} preferences")
-    rows = [plain_row(p, pref) for p, pref in zip(prompts, preferences, strict=True)]
+    rows = []
+    for prompt, pref in zip(prompts, preferences, strict=True):
+        blend = Blend.of(pref) if isinstance(pref, Mapping) else pref
+        streams, weights = zip(*blend_streams(blend, compose), strict=True)
+        rows.append(Row(as_messages(prompt), streams, weights))
     return generate_rows(model, tokenizer, rows, config, progress)
