@@ -377,3 +377,15 @@ def test_every_train_flag_has_help():
     train = sub.choices["train"]
     missing = [a.option_strings[0] for a in train._actions if a.option_strings and not a.help]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["train", "train-rm", "generate", "alpha-sweep", "evaluate", "experiment", "serve", "export"],
+)
+def test_every_command_prints_its_help(command, capsys):
+    """argparse %-formats help texts; one stray percent sign crashes --help."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: ctrlalign {command}" in capsys.readouterr().out

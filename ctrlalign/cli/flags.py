@@ -48,7 +48,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
         kwargs: dict = {
             "dest": f.name,
             "default": argparse.SUPPRESS,
-            "help": f.metadata.get("help"),
+            # argparse %-formats help texts: a field's "30%" must stay a percent sign
+            "help": (f.metadata.get("help") or "").replace("%", "%%") or None,
         }
         if value is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
