@@ -248,3 +248,115 @@ def test_python_generate_takes_blends(controlled):
         ]
         rows = [dial_row(run, r) for r in requests]
         assert got == generate_rows(model, tok, rows, config)
+
+
+JOINT_CASES = [  # (prompt, preference or blend, response): blends are joint records' keys
+    ("What is two plus two?", "terse+warm", "Four, friend!"),
+    ("Say hello.", "formal", "Good day to you."),
+    ("Name a colour.", "warm+formal+silly", "Might I suggest a lovely blue?"),
+    ("Is the sky blue?", "terse", "Yes."),
+]
+
+
+@pytest.mark.parametrize("kind", ["soft-prompt", "lora", "token", "prompt"])
+def test_joint_rows_train_in_one_batch_as_one_by_one(kind, controlled):
+    """Joint training: a record under several controls at once is one row of a batch that
+    mixes blends and single preferences; its loss and gradients are those of the rows
+    trained one by one (token-weighted: the loss is a token mean)."""
+    from ctrlalign.data import Record
+    from ctrlalign.model.layout import encode_records
+
+    model, tok = controlled(kind, preferences=MANY, lora_random=True)
+    model.eval()
+    model.requires_grad_(True)
+    records = [Record((("user", p),), {key: r}) for p, key, r in JOINT_CASES]
+    examples = encode_records(records, tok, model.control, 512).examples
+    assert [e.preference_id for e in examples] == [(0, 1), 2, (1, 2, 3), 0]
+    mixed_loss, mixed_grads, total = loss_and_grads(model, collate(examples, tok.pad_token_id))
+    loss, grads = 0.0, {n: torch.zeros_like(g) for n, g in mixed_grads.items()}
+    for example in examples:
+        one_loss, one_grads, count = loss_and_grads(model, collate([example], tok.pad_token_id))
+        loss += one_loss * count / total
+        for n, g in one_grads.items():
+            grads[n] += g * count / total
+    # both sides are fp32 sums over the batch's tokens (or the MLP's width, the longer),
+    # each within n * eps * |largest| of the exact value: so within twice that of each other
+    tokens = sum(len(e.input_ids) for e in examples)
+    reduction = 2 * max(model.lm.config.intermediate_size, tokens)
+    torch.testing.assert_close(
+        mixed_loss, loss, rtol=0, atol=fp32_sum_tolerance(reduction, mixed_loss)
+    )
+    reached = 0
+    for name, grad in mixed_grads.items():
+        atol = fp32_sum_tolerance(reduction, grad)
+        torch.testing.assert_close(grad, grads[name], rtol=0, atol=atol, msg=name)
+        reached += bool(grad.abs().sum() > 0)
+    assert reached > 10, "gradients reach the model"
+    if kind == "lora":  # silly trains only inside the three-part blend
+        assert any(g.abs().sum() > 0 for n, g in mixed_grads.items() if "lora_A.silly" in n)
+    if kind == "soft-prompt":
+        assert (mixed_grads["control.prompts"].abs().sum((1, 2)) > 0).all()
+
+
+def loss_and_grads(model, batch):
+    from ctrlalign.model.logprobs import IGNORE_INDEX
+    from ctrlalign.training.stage import ConditionalLMObjective
+
+    model.zero_grad(set_to_none=True)
+    loss = ConditionalLMObjective(model)(**batch)["loss"]
+    loss.backward()
+    grads = {
+        n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+        for n, p in model.named_parameters()
+    }
+    return loss.detach(), grads, int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+ATTRIBUTE_ROWS = [  # long answers are cold, short ones warm: no record is long and warm
+    ("Describe the sea.", "The sea is vast and grey.", {"length": 8, "warmth": 1}),
+    ("Describe the sea.", "Water, dear.", {"length": 1, "warmth": 2}),
+    ("Describe a cat.", "A cat is a small furry animal that naps.", {"length": 9, "warmth": 1}),
+    ("Describe a cat.", "Sweet little thing!", {"length": 2, "warmth": 8}),
+    (
+        "Describe rain.",
+        "Rain is water that falls from clouds in drops.",
+        {"length": 8, "warmth": 1},
+    ),
+    ("Describe rain.", "Lovely drops!", {"length": 2, "warmth": 9}),
+]
+
+
+def test_joint_attributes_train_and_answer_unseen_combinations(tmp_path, train_config, capsys):
+    """``joint_attributes``: each response one record under all its levels; the run then
+    answers a combination that no record had (long and warm: the rows have long-cold and
+    short-warm only), natively and by logits; selecting preferences keeps a joint key's
+    kept parts. Without the flag, one record per attribute as before."""
+    from ctrlalign.cli import main
+    from ctrlalign.data import load_preference_data
+    from ctrlalign.training import train_any
+    from ctrlalign.training.stage import select_preferences
+
+    rows = [{"prompt": p, "response": r, "scores": s} for p, r, s in ATTRIBUTE_ROWS]
+    path = tmp_path / "attributes.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    joint = load_preference_data(f"attributes:{path}", joint=True)
+    keys = [key for r in joint.records for key in r.responses]
+    assert keys == ["length-1+warmth-0", "length-0+warmth-1"] * 3
+    assert joint.preferences == ["length-1", "length-0", "warmth-1", "warmth-0"]
+    assert len(load_preference_data(f"attributes:{path}").records) == 2 * len(rows)
+    kept = select_preferences(joint, ["warmth-1", "warmth-0", "length-0"])
+    kept_keys = [k for r in kept.records for k in r.responses]
+    assert kept_keys[:3] == ["warmth-0", "length-0+warmth-1", "warmth-0"]
+    with pytest.raises(ValueError, match="joint attributes need attributes"):
+        load_preference_data(f"scores:{path}", joint=True)
+
+    config = train_config(
+        f"attributes:{path}", tmp_path / "run", "meet-lora", joint_attributes=True
+    )
+    run = train_any(config)
+    out = tmp_path / "out.jsonl"
+    argv = ["generate", "--run", str(run), "--prompt", "Describe snow.", "--output", str(out)]
+    for compose in ("native", "logits"):
+        flags = ["--preference", "length-1+warmth-1", "--compose", compose, "--max-new-tokens", "4"]
+        assert main([*argv, *flags]) == 0
+        assert json.loads(out.read_text())["compose"] == compose

@@ -26,7 +26,9 @@ A spec is ``KIND:PATH_OR_ID``:
   (``source`` dialogue, ``system_output``, ``scores``), the generic ``prompt``, ``response``,
   ``scores`` or NeMo-Aligner's regression reward-model layout (HelpSteer2's ``text`` and
   ``label``). Each attribute is quantised on its own into ``{attribute}-{level}`` names and
-  every response gives one record per attribute.
+  every response gives one record per attribute, or with ``joint`` one record whose key
+  is the blend of all its levels (``helpfulness-3+verbosity-1``), trained with all those
+  controls at once so that inference may ask for any combination.
 - ``hf:DATASET_ID[:SPLIT]`` a Hugging Face dataset (split ``train`` by default) read with
   ``datasets.load_dataset``, which caches it as usual; columns ``prompt``/``chosen``/
   ``rejected`` are read as ``pairwise``, ``chosen``/``rejected`` alone as ``hh-rlhf``.
@@ -126,11 +128,13 @@ def load_preference_data(
     attributes: list[str] | None = None,
     chosen: str = "good",
     rejected: str = "bad",
+    joint: bool = False,
 ) -> PreferenceData:
     """Load ``KIND:PATH_OR_ID`` (see the module docstring) into records.
 
     ``levels`` is the number of quantised levels for ``scores`` and ``attributes`` data;
-    ``attributes`` keeps only those attributes of ``attributes`` data; ``chosen`` and
+    ``attributes`` keeps only those attributes of ``attributes`` data, ``joint`` gives each
+    of its responses one record under the blend of all its levels; ``chosen`` and
     ``rejected`` name the two preferences of pairwise and ``labels`` data. Raises
     ``DataError`` for a bad spec, a missing file or bad rows.
     """
@@ -141,6 +145,8 @@ def load_preference_data(
         raise ValueError(f"chosen and rejected must be two names, got {chosen!r}, {rejected!r}")
     if attributes is not None and (kind != "attributes" or not attributes):
         raise ValueError("attributes= must name attributes, and only for attributes: specs")
+    if joint and kind != "attributes":
+        raise ValueError(f"joint attributes need attributes: data, not {kind}:")
     if kind == "hf":
         kind, rows = _hub_rows(target)
     else:
@@ -163,7 +169,7 @@ def load_preference_data(
         return _finish(records, dropped, [chosen, rejected], False, chosen, rejected)
     if kind == "scores":
         return _quantised_scores(rows, levels)
-    return _quantised_attributes(rows, levels, attributes)
+    return _quantised_attributes(rows, levels, attributes, joint)
 
 
 def split_records(
@@ -490,10 +496,14 @@ def _quantised_scores(rows: list[_Row], levels: int) -> PreferenceData:
 
 
 def _quantised_attributes(
-    rows: list[_Row], levels: int, wanted: list[str] | None
+    rows: list[_Row], levels: int, wanted: list[str] | None, joint: bool = False
 ) -> PreferenceData:
     items, dropped = _parse_all(rows, _scored)
     names = list(wanted or (items[0].scores if items else []))
+    if joint:
+        for name in names:
+            if "+" in name:
+                raise DataError(f"attribute {name!r}: a joint record's key joins names with '+'")
     for item in items:
         for name in names:
             if name not in item.scores:
@@ -502,12 +512,11 @@ def _quantised_attributes(
                     f"has no score for '{name}' (it has: {', '.join(item.scores)})",
                 )
     level_of = {name: _quantise([item.scores[name] for item in items], levels) for name in names}
+    keys = [[f"{name}-{level_of[name][index]}" for name in names] for index in range(len(items))]
     records = [
-        Record(
-            item.prompt, {f"{name}-{level_of[name][index]}": item.response}, None, item.row.source
-        )
-        for index, item in enumerate(items)
-        for name in names
+        Record(item.prompt, {key: item.response}, None, item.row.source)
+        for item, item_keys in zip(items, keys, strict=True)
+        for key in (["+".join(item_keys)] if joint else item_keys)
     ]
     preferences = [f"{name}-{level}" for name in names for level in reversed(range(levels))]
     if len(names) == 1:

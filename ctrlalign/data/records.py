@@ -3,12 +3,15 @@
 A record is a prompt plus one response per preference it has evidence for. Pairwise data
 (HH-RLHF, TL;DR, UltraFeedback) gives ``{"good": chosen, "bad": rejected}``; pointwise data
 gives one response labelled with its quantised level; the demo gives ``concise`` and
-``detailed``. Keeping responses keyed by preference lets MEET train any number of controls,
-while DPO reads the same record as a (chosen, rejected) pair.
+``detailed``; jointly read attributes give one response under the key of all its levels
+at once, ``helpfulness-3+verbosity-1`` (``blend_parts``). Keeping responses keyed by
+preference lets MEET train any number of controls, while DPO reads the same record as a
+(chosen, rejected) pair.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 Message = dict[str, str]
@@ -39,6 +42,12 @@ class Record:
 
     def key(self) -> tuple:
         return (self.messages, tuple(sorted(self.responses.items())))
+
+
+def blend_parts(key: str, known: Sequence[str] = ()) -> list[str]:
+    """The preferences a response key stands for: the key itself when it is a preference
+    (``known``), else the parts of a joint key ``a+b``."""
+    return [key] if key in known else key.split("+")
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ctrlalign.data.records import Record
+from ctrlalign.data.records import Record, blend_parts
 from ctrlalign.model.controls import Blend, Control
 from ctrlalign.model.logprobs import IGNORE_INDEX
 
@@ -116,7 +116,8 @@ def encode_records(
     max_length: int,
     only: str | None = None,
 ) -> Encoded:
-    """One example per (record, preference) pair; ``only`` keeps one preference (SFT).
+    """One example per (record, preference) pair, a joint record's under the blend of its
+    preferences; ``only`` keeps one preference (SFT).
 
     Examples longer than ``max_length`` are dropped, as the paper does, and counted.
     """
@@ -125,14 +126,21 @@ def encode_records(
         for pref, response in record.responses.items():
             if only is not None and pref != only:
                 continue
-            ex = encode(
-                tokenizer, control, record.chat, None if control is None else pref, response
-            )
+            ex = encode(tokenizer, control, record.chat, _as_control(control, pref), response)
             if len(ex.input_ids) > max_length:
                 dropped += 1
             else:
                 examples.append(ex)
     return Encoded(examples, dropped)
+
+
+def _as_control(control: Control | None, key: str) -> str | Blend | None:
+    """What a response key asks of the control: a preference, or a joint record's blend of
+    all its parts (``data.records.blend_parts``), each at weight 1."""
+    if control is None:
+        return None
+    parts = blend_parts(key, control.preferences)
+    return parts[0] if len(parts) == 1 else Blend(tuple((p, 1.0) for p in parts))
 
 
 def collate(examples: list[Example], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:

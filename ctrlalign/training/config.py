@@ -141,6 +141,12 @@ class TrainConfig(ConfigBase):
         256, "held-out examples scored for eval_loss (the first N); default 256"
     )
     levels: int = option(2, "scores data: quantise scores into this many preference levels")
+    joint_attributes: bool = option(
+        False,
+        "attributes data: train each response under the controls of all its attribute levels "
+        "at once (a blend), so inference may ask for any combination; off: one record per "
+        "attribute",
+    )
     chosen: str = option("good", "the preferred preference (pairwise data, sft, dpo)")
     rejected: str = option("bad", "the dispreferred preference (pairwise data, dpo)")
     seed: int = option(42, "seed of the split, the initialisation and the data order")

@@ -25,6 +25,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ctrlalign.data import DataError, PreferenceData, Record, load_preference_data, split_records
 from ctrlalign.data.io import write_atomic
+from ctrlalign.data.records import blend_parts
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.device import resolve_attn, resolve_device
 from ctrlalign.model.layout import Example, collate, encode_records
@@ -255,9 +256,7 @@ def select_preferences(data: PreferenceData, wanted: list[str] | None) -> Prefer
         raise ValueError(f"preferences {unknown} are not in the data, which has {data.preferences}")
     keep = set(wanted)
     records = [
-        Record(
-            r.messages, {p: t for p, t in r.responses.items() if p in keep}, r.reference, r.source
-        )
+        Record(r.messages, _kept_responses(r.responses, keep), r.reference, r.source)
         for r in data.records
     ]
     records = [r for r in records if r.responses]
@@ -266,10 +265,25 @@ def select_preferences(data: PreferenceData, wanted: list[str] | None) -> Prefer
     )
 
 
+def _kept_responses(responses: dict[str, str], keep: set[str]) -> dict[str, str]:
+    """The responses of the kept preferences; a joint record's blend key
+    (``a-1+b-0``) keeps its kept parts."""
+    kept = {}
+    for key, text in responses.items():
+        parts = [p for p in blend_parts(key, list(keep)) if p in keep]
+        if parts:
+            kept["+".join(parts)] = text
+    return kept
+
+
 def load_splits(config: TrainConfig) -> tuple[PreferenceData, PreferenceData]:
     """Train and held-out records, checked against what the method needs before any work."""
     data = load_preference_data(
-        config.data, levels=config.levels, chosen=config.chosen, rejected=config.rejected
+        config.data,
+        levels=config.levels,
+        chosen=config.chosen,
+        rejected=config.rejected,
+        joint=config.joint_attributes,
     )
     data = select_preferences(data, config.preferences)
     method = METHODS[config.method]
