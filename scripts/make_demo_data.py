@@ -19,9 +19,16 @@ differ along a single axis, how much they say.  It is built this way for these r
   running the script twice gives byte-identical output and the tests can check that the
   committed file is up to date.
 
+A second file, ``ctrlalign/demo_data/length_tone.jsonl``, adds a second attribute, tone:
+each prompt's answers are keyed by the blend of both attributes (``concise+neutral``,
+``concise+warm``, ``detailed+neutral``), the warm ones the same facts wrapped in a warm
+opener and closer (varied by hash, as the connectors are), so a control learns tone apart
+from content. ``detailed+warm`` is held out of the whole file: asking for it at inference
+tests whether two controls trained only in other company compose.
+
 Usage::
 
-    python scripts/make_demo_data.py [--output PATH] [--check]
+    python scripts/make_demo_data.py [--output PATH] [--tone-output PATH] [--check]
 
 Only the standard library is used.
 """
@@ -40,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "ctrlalign" / "demo_data" / "concise_detailed.jsonl"
+TONE_OUTPUT = ROOT / "ctrlalign" / "demo_data" / "length_tone.jsonl"
 
 SEED = "ctrlalign-demo-v1"
 CONCISE_WORDS = (8, 20)
@@ -66,6 +74,27 @@ TIP_LEADS = (
     "As a rule of thumb, ",
     "One useful tip: ",
 )
+
+# Warm tone: an opener before the answer and a closer after it, both plainly friendly (what
+# VADER's lexicon and a reader both see as warm); the neutral answer is the facts alone.
+WARM_OPENERS = (
+    "Great question! ",
+    "Happy to help with this! ",
+    "What a lovely thing to wonder about! ",
+    "Good question, and I am glad you asked! ",
+    "Oh, I love this one! ",
+    "Thanks so much for asking! ",
+)
+WARM_CLOSERS = (
+    " I hope this helps, and enjoy!",
+    " Hope that helps, and have a wonderful day!",
+    " I am always glad to help, so ask me anytime!",
+    " Good luck, you have got this!",
+    " Wishing you the very best with it!",
+    " Feel free to ask more, I would love to help!",
+)
+#: the combination no record of ``length_tone.jsonl`` has
+HELD_OUT = "detailed+warm"
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9'])")
 
@@ -250,6 +279,25 @@ def render(records: list[dict[str, str]]) -> str:
     return "".join(json.dumps(line, ensure_ascii=True) + "\n" for line in lines)
 
 
+def warm(prompt: str, text: str) -> str:
+    opener = WARM_OPENERS[_pick(prompt, "opener", len(WARM_OPENERS))]
+    return opener + text + WARM_CLOSERS[_pick(prompt, "closer", len(WARM_CLOSERS))]
+
+
+def render_tone(records: list[dict[str, str]]) -> str:
+    """``length_tone.jsonl``: every combination of length and tone but ``HELD_OUT``."""
+    lines = []
+    for r in records:
+        answers = {
+            f"{length}+{tone}": warm(r["prompt"], r[length]) if tone == "warm" else r[length]
+            for length in ("concise", "detailed")
+            for tone in ("neutral", "warm")
+        }
+        del answers[HELD_OUT]
+        lines.append({"prompt": r["prompt"], "responses": answers})
+    return "".join(json.dumps(line, ensure_ascii=True) + "\n" for line in lines)
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,22 +333,34 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where to write the JSONL file (default: {DEFAULT_OUTPUT.relative_to(ROOT)})",
     )
     parser.add_argument(
+        "--tone-output",
+        type=Path,
+        default=TONE_OUTPUT,
+        help=f"where to write the length and tone file (default: {TONE_OUTPUT.relative_to(ROOT)})",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="do not write; exit 1 if the output file differs from what would be generated",
     )
     args = parser.parse_args(argv)
     records = build_records()
-    text = render(records)
+    outputs = {args.output: render(records), args.tone_output: render_tone(records)}
     if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
-        if current != text:
-            print(f"{args.output} is out of date; rerun {Path(__file__).name}", file=sys.stderr)
+        stale = [
+            path
+            for path, text in outputs.items()
+            if not path.exists() or path.read_text(encoding="utf-8") != text
+        ]
+        for path in stale:
+            print(f"{path} is out of date; rerun {Path(__file__).name}", file=sys.stderr)
+        if stale:
             return 1
-        print(f"{args.output} is up to date: {summary(records)}")
+        print(f"{', '.join(map(str, outputs))} are up to date: {summary(records)}")
         return 0
-    write_atomic(args.output, text)
-    print(f"wrote {args.output}: {summary(records)}")
+    for path, text in outputs.items():
+        write_atomic(path, text)
+        print(f"wrote {path}: {summary(records)}")
     return 0
 
 

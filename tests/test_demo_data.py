@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "ctrlalign" / "demo_data" / "concise_detailed.jsonl"
+TONE = ROOT / "ctrlalign" / "demo_data" / "length_tone.jsonl"
 SCRIPT = ROOT / "scripts" / "make_demo_data.py"
 FIELDS = ("prompt", "concise", "detailed")
 
@@ -111,9 +112,10 @@ def test_connecting_phrases_vary(records):
     assert max(last_sentences.values()) <= 4
 
 
-def run_generator(output: Path) -> subprocess.CompletedProcess[str]:
+def run_generator(output: Path, tone: Path | None = None) -> subprocess.CompletedProcess[str]:
+    tone = tone or output.with_name("tone-" + output.name)
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--output", str(output)],
+        [sys.executable, str(SCRIPT), "--output", str(output), "--tone-output", str(tone)],
         capture_output=True,
         text=True,
         check=True,
@@ -122,13 +124,15 @@ def run_generator(output: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_regenerating_gives_a_byte_identical_file(tmp_path):
+def test_regenerating_gives_byte_identical_files(tmp_path):
     output = tmp_path / "nested" / "concise_detailed.jsonl"
-    result = run_generator(output)
+    tone = tmp_path / "nested" / "length_tone.jsonl"
+    result = run_generator(output, tone)
     assert "records" in result.stdout
     assert output.read_bytes() == DATA.read_bytes()
-    # Written atomically: nothing but the output is left behind in its folder.
-    assert [p.name for p in output.parent.iterdir()] == [output.name]
+    assert tone.read_bytes() == TONE.read_bytes()
+    # Written atomically: nothing but the outputs is left behind in their folder.
+    assert sorted(p.name for p in output.parent.iterdir()) == [output.name, tone.name]
 
 
 def test_generator_is_deterministic_across_runs(tmp_path):
@@ -136,3 +140,26 @@ def test_generator_is_deterministic_across_runs(tmp_path):
     run_generator(first)
     run_generator(second)
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_tone_file_pairs_every_length_with_both_tones_but_the_held_out_one(records):
+    """length_tone.jsonl: the concise/detailed facts, neutral as they are or warm (an
+    opener and a closer around the same text); detailed+warm in no record, so asking for
+    it tests composition; warm answers score higher on VADER's sentiment than neutral."""
+    from ctrlalign.data import load_preference_data
+    from ctrlalign.evaluation.judges.attr import ATTRIBUTES
+
+    data = load_preference_data(f"preferences:{TONE}")
+    assert data.preferences == ["concise", "neutral", "warm", "detailed"]
+    assert [r.prompt_text for r in data.records] == [r["prompt"] for r in records]
+    sentiment = ATTRIBUTES["sentiment"].measure
+    lifts = []
+    for record, plain in zip(data.records, records, strict=True):
+        answers = record.responses
+        assert set(answers) == {"concise+neutral", "concise+warm", "detailed+neutral"}
+        assert answers["concise+neutral"] == plain["concise"]
+        assert answers["detailed+neutral"] == plain["detailed"]
+        opener, _, closer = answers["concise+warm"].partition(plain["concise"])
+        assert opener.endswith("! ") and closer.startswith(" ") and closer.endswith("!")
+        lifts.append(sentiment(answers["concise+warm"]) - sentiment(plain["concise"]))
+    assert min(lifts) > 0, "every warm answer reads warmer than its neutral one"

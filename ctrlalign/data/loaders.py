@@ -15,7 +15,9 @@ A spec is ``KIND:PATH_OR_ID``:
   ``reference``; see ``_exchange`` for the string and chat-message shapes accepted.
 - ``preferences:PATH`` rows with ``prompt`` and ``responses``, an object mapping each
   preference name to its response (any number of preferences, e.g. the demo's ``concise``
-  and ``detailed``); ``chosen``/``rejected`` name two of them when they exist.
+  and ``detailed``); ``chosen``/``rejected`` name two of them when they exist. A key
+  joining names with ``+`` (``concise+warm``) is a joint record: its response answers all
+  those preferences at once, and each of them is a preference of the data.
 - ``prompts:PATH`` rows with ``prompt`` and an optional ``reference``: records without
   responses, for generation and evaluation.
 - ``scores:PATH`` rows with ``prompt``, ``response`` and a numeric ``score``, quantised into
@@ -56,7 +58,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from ctrlalign.data.records import DataError, PreferenceData, Record
+from ctrlalign.data.records import DataError, PreferenceData, Record, blend_parts
 
 Turns = tuple[tuple[str, str], ...]
 _T = TypeVar("_T")
@@ -158,7 +160,7 @@ def load_preference_data(
         return _finish(records, dropped, [chosen, rejected], True, chosen, rejected)
     if kind == "preferences":
         records, dropped = _parse_all(rows, _keyed)
-        names = list(dict.fromkeys(p for r in records for p in r.responses))
+        names = list(dict.fromkeys(p for r in records for k in r.responses for p in blend_parts(k)))
         pair = chosen in names and rejected in names
         return _finish(records, dropped, names, False, *((chosen, rejected) if pair else ()))
     if kind == "prompts":
