@@ -381,7 +381,17 @@ def test_every_train_flag_has_help():
 
 @pytest.mark.parametrize(
     "command",
-    ["train", "train-rm", "generate", "alpha-sweep", "evaluate", "experiment", "serve", "export"],
+    [
+        "train",
+        "train-rm",
+        "generate",
+        "alpha-sweep",
+        "controllability",
+        "evaluate",
+        "experiment",
+        "serve",
+        "export",
+    ],  # fmt: skip
 )
 def test_every_command_prints_its_help(command, capsys):
     """argparse %-formats help texts; one stray percent sign crashes --help."""

@@ -3,6 +3,7 @@ mixing the logits of one stream per preference; mixed batches equal one by one."
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -360,3 +361,79 @@ def test_joint_attributes_train_and_answer_unseen_combinations(tmp_path, train_c
         flags = ["--preference", "length-1+warmth-1", "--compose", compose, "--max-new-tokens", "4"]
         assert main([*argv, *flags]) == 0
         assert json.loads(out.read_text())["compose"] == compose
+
+
+def test_spearman_against_a_hand_computation():
+    from ctrlalign.evaluation.controllability import spearman
+
+    assert spearman([0, 0.5, 1, 1.5], [3, 4, 9, 10]) == pytest.approx(1.0)
+    assert spearman([0, 0.5, 1, 1.5], [10, 9, 4, 3]) == pytest.approx(-1.0)
+    # y's ranks with a tie: 1, 2, 3.5, 5, 3.5; cov 8, variances 10 and 9.5
+    assert spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) == pytest.approx(8 / 95**0.5)
+
+
+@pytest.fixture(scope="module")
+def two_axis_run(tmp_path_factory, tiny_model_dir):
+    """A saved prompt-control run with two axes' controls, naming the tiny model folder."""
+    from ctrlalign.model.controlled_lm import ControlledLM
+    from ctrlalign.model.controls import build_control
+    from ctrlalign.model.loading import load_model
+    from ctrlalign.model.rundir import save_run
+
+    path = tmp_path_factory.mktemp("runs") / "two-axes"
+    lm, tok = load_model(str(tiny_model_dir))
+    control = build_control("prompt", ["concise", "neutral", "warm", "detailed"])
+    lm = control.attach(lm, tok)
+    info = {"model": str(tiny_model_dir), "method": "meet-prompt", "control": "prompt"}
+    info["preferences"] = control.preferences
+    save_run(path, ControlledLM(lm, control), tok, info, {}, save_lm=False)
+    return path
+
+
+def test_controllability_tables_follow_from_the_answers(two_axis_run, tmp_path, capsys):
+    """Every condition answered for every prompt; the table's differences, intervals'
+    order, quadrants and Spearman recomputed from answers.jsonl by hand."""
+    from ctrlalign.cli import main
+    from ctrlalign.evaluation.controllability import spearman
+
+    out = tmp_path / "ctl"
+    argv = ["controllability", "--run", str(two_axis_run), "--output", str(out)]
+    argv += ["--axis", "length:length:concise:detailed", "--axis", "tone:sentiment:neutral:warm"]
+    argv += ["--alphas", "0,0.5,1", "--held-out", "detailed+warm", "--max-new-tokens", "6"]
+    assert main([*argv, "--prompt", "Hi!", "--prompt", "Tell me about dogs."]) == 0
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == (4 + 4 + 2) * 2
+    by = {}
+    for a in answers:
+        by.setdefault(a["condition"], []).append(a)
+    rows = list(csv.DictReader((out / "controllability.csv").open()))
+    axes = [("length", "tone", "detailed", "concise"), ("tone", "length", "warm", "neutral")]
+    for row, (name, other, high, low) in zip(rows, axes, strict=True):
+        own = [h[name] - lo[name] for h, lo in zip(by[high], by[low], strict=True)]
+        cross = [h[other] - lo[other] for h, lo in zip(by[high], by[low], strict=True)]
+        assert float(row["difference"]) == pytest.approx(sum(own) / 2, abs=1e-4)
+        assert float(row["other_difference"]) == pytest.approx(sum(cross) / 2, abs=1e-4)
+        assert float(row["ci_low"]) <= float(row["difference"]) <= float(row["ci_high"])
+        assert row["moves"] == str(float(row["ci_low"]) > 0)
+    combos = list(csv.DictReader((out / "combinations.csv").open()))
+    assert [c["combination"] for c in combos] == [
+        "concise+neutral", "concise+warm", "detailed+neutral", "detailed+warm",
+    ]  # fmt: skip
+    assert [c["held_out"] for c in combos] == ["False", "False", "False", "True"]
+    centre = {n: sum(float(c[n]) for c in combos) / 4 for n in ("length", "tone")}
+    for c in combos:
+        up = {"length": "detailed" in c["combination"], "tone": "warm" in c["combination"]}
+        inside = all((float(c[n]) > centre[n]) == up[n] for n in centre)
+        assert c["in_quadrant"] == str(inside)
+    curve = [r for r in csv.DictReader((out / "alphas.csv").open()) if r["axis"] == "tone"]
+    means = [float(r["tone"]) for r in curve]
+    assert float(curve[0]["spearman"]) == pytest.approx(spearman([0, 0.5, 1], means), abs=1e-4)
+    assert (out / "pareto.png").stat().st_size > 0
+    assert "| combination | length | tone |" in (out / "report.md").read_text()
+
+    bad = ["--axis", "length:length:concise:detailed", "--axis", "tone:sentiment:neutral:cold"]
+    assert main([*argv[:5], *bad, "--prompt", "Hi!"]) == 2
+    assert "['cold'] are not among" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*argv[:5], "--axis", "length:loudness:concise:detailed", "--prompt", "Hi!"])
+    assert "unknown attribute 'loudness'" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import sys
 
 from ctrlalign.cli import (
     alpha_sweep,
+    controllability,
     evaluate,
     experiment,
     export,
@@ -24,7 +25,17 @@ from ctrlalign.cli import (
 from ctrlalign.data.io import OutputLocked
 from ctrlalign.data.records import DataError
 
-COMMANDS = (train, generate, alpha_sweep, serve, export, train_rm, evaluate, experiment)
+COMMANDS = (
+    train,
+    generate,
+    alpha_sweep,
+    controllability,
+    serve,
+    export,
+    train_rm,
+    evaluate,
+    experiment,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
