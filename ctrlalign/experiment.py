@@ -21,6 +21,11 @@ error, never silently reused.
 Judges are ``rm:DIR_OR_HF_ID``, ``llm:URL`` or ``rm:trained``; an entry
 ``{use: rm:HF_ID, offline: rm:trained}`` uses the hub model when it can be loaded and
 otherwise the fallback, and the report says which judged.
+
+A file with a ``controllability`` block instead of a baseline and judges measures each
+run's controls (``evaluation.controllability``) on prompts of the training data's held-out
+split, writing ``controllability/<method>/`` per run (a finished one is reused) and one
+``report.md`` of all of them.
 """
 
 from __future__ import annotations
@@ -33,6 +38,11 @@ from pathlib import Path
 import yaml
 
 from ctrlalign.data.io import output_lock, write_atomic
+from ctrlalign.evaluation.controllability import (
+    Axis,
+    evaluate_controllability,
+    write_controllability,
+)
 from ctrlalign.evaluation.eval_data import load_eval_set
 from ctrlalign.evaluation.judges import (
     JudgeOptions,
@@ -41,16 +51,28 @@ from ctrlalign.evaluation.judges import (
     parse_judge_spec,
 )
 from ctrlalign.evaluation.runner import EvalOptions, EvaluationSetupError, prepare, run
-from ctrlalign.model.rundir import RUN_FILE, read_run_info
+from ctrlalign.inference.generation import GenerationConfig
+from ctrlalign.model.rundir import RUN_FILE, load_run, read_run_info
 from ctrlalign.training import TrainConfig, train_any
 from ctrlalign.training.config import RewardModelConfig
 from ctrlalign.training.guard import RUNTIME_SETTINGS
 from ctrlalign.training.reward_model import is_trained, train_reward_model
+from ctrlalign.training.stage import load_splits
 
 log = logging.getLogger(__name__)
 
 KEYS = {"name", "description", "model", "data", "train", "methods", "baseline", "evaluation"}
-KEYS |= {"judges", "reward_model", "scales", "only"}
+KEYS |= {"judges", "reward_model", "scales", "only", "controllability"}
+#: a ``controllability`` block's keys and their defaults
+CONTROLLABILITY = {
+    "axes": None,
+    "alphas": [0, 0.5, 1, 1.5],
+    "compose": "native",
+    "held_out": [],
+    "max_prompts": 16,
+    "max_new_tokens": 128,
+    "batch_size": 16,
+}
 TRAINED_RM = "rm:trained"
 RM_FOLDER = "reward-model"
 
@@ -83,6 +105,8 @@ def load_spec(path: str | Path, scale: str | None = None) -> dict:
     unknown = sorted(set(spec) - KEYS)
     if unknown:
         raise ExperimentError(f"{path}: unknown keys {unknown}; known: {sorted(KEYS)}")
+    if "controllability" in spec:
+        return _controllability_spec(path, spec)
     for key in ("model", "data", "methods", "baseline", "judges"):
         if not spec.get(key):
             raise ExperimentError(f"{path}: `{key}` is missing")
@@ -98,6 +122,28 @@ def load_spec(path: str | Path, scale: str | None = None) -> dict:
         if spec["baseline"] not in only:
             raise ExperimentError(f"{path}: `only` must keep the baseline {spec['baseline']!r}")
         spec["methods"] = {name: spec["methods"][name] for name in only}
+    return spec
+
+
+def _controllability_spec(path: str | Path, spec: dict) -> dict:
+    for key in ("model", "data", "methods"):
+        if not spec.get(key):
+            raise ExperimentError(f"{path}: `{key}` is missing")
+    if "train" not in spec["data"]:
+        raise ExperimentError(f"{path}: `data` needs `train` (a KIND:PATH spec)")
+    block = spec["controllability"] or {}
+    unknown = sorted(set(block) - set(CONTROLLABILITY))
+    if unknown:
+        raise ExperimentError(
+            f"{path}: controllability: unknown keys {unknown}; known: {sorted(CONTROLLABILITY)}"
+        )
+    spec["controllability"] = {**CONTROLLABILITY, **block}
+    try:
+        axes = [Axis.parse(text) for text in spec["controllability"]["axes"] or []]
+    except ValueError as err:
+        raise ExperimentError(f"{path}: controllability.axes: {err}") from None
+    if len(axes) != 2:
+        raise ExperimentError(f"{path}: controllability.axes needs two NAME:ATTRIBUTE:LOW:HIGH")
     return spec
 
 
@@ -234,6 +280,8 @@ def run_experiment(
     """
     output = Path(output)
     spec = load_spec(path, scale)
+    if "controllability" in spec:
+        return run_controllability(spec, output, scale, path, placement or {})
     if judges:
         spec["judges"] = judges
     if judge_model:
@@ -271,3 +319,74 @@ def run_experiment(
         plan = prepare(runs, baseline, spec["data"]["eval"], judge_specs, output, options)
         plan.notes += notes
         return run(plan)
+
+
+SETTINGS_FILE = "settings.yaml"
+
+
+def _measured(target: Path, settings: dict) -> bool:
+    """Whether ``target`` holds a finished measurement with these settings (its settings
+    file is written last); one with other settings is an error, never reused."""
+    path = target / SETTINGS_FILE
+    if not path.is_file():
+        return False
+    stored = yaml.safe_load(path.read_text())
+    if stored != settings:
+        changed = sorted(
+            k for k in settings.keys() | stored.keys() if stored.get(k) != settings.get(k)
+        )
+        raise ExperimentError(
+            f"{target} was measured with other settings ({', '.join(changed)}); remove it "
+            "or use another --output"
+        )
+    return True
+
+
+def run_controllability(
+    spec: dict, output: Path, scale: str | None, path: str | Path, placement: dict[str, str]
+) -> Path:
+    """Train what is missing, then measure every run's controls; returns ``report.md``."""
+    if placement:
+        spec["train"] = {**(spec.get("train") or {}), **placement}
+    configs = train_configs(spec, output)
+    block = spec["controllability"]
+    axes = tuple(Axis.parse(text) for text in block["axes"])
+    _, held_out = load_splits(next(iter(configs.values())))  # every run's split is the same
+    prompts = [r.chat for r in held_out.records[: block["max_prompts"]]]
+    if not prompts:
+        raise ExperimentError("controllability: the held-out split is empty (eval_fraction)")
+    done = {name: _check_done_run(name, config) for name, config in configs.items()}
+    generation = GenerationConfig(block["max_new_tokens"], batch_size=block["batch_size"])
+    with output_lock(output):
+        resolved = {**spec, "scale": scale, "source": str(path)}
+        write_atomic(output / "experiment.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        sections = [f"# {spec.get('name', 'controllability')}", ""]
+        for number, (name, config) in enumerate(configs.items(), start=1):
+            if done[name]:
+                log.info("[%d/%d] %s: already trained, skipped", number, len(configs), name)
+            else:
+                log.info("[%d/%d] training %s (%s)", number, len(configs), name, config.method)
+                train_any(config)
+            target = output / "controllability" / name
+            settings = {**block, "prompts": len(prompts)}
+            if _measured(target, settings):
+                log.info("%s: controllability already measured, reused", name)
+            else:
+                run = load_run(config.output, **placement)
+                result = evaluate_controllability(
+                    run,
+                    prompts,
+                    axes,
+                    block["alphas"],
+                    generation,
+                    block["compose"],
+                    block["held_out"],
+                    progress=True,
+                )
+                write_controllability(result, target, name)
+                write_atomic(target / SETTINGS_FILE, yaml.safe_dump(settings, sort_keys=False))
+            table = (target / "report.md").read_text()
+            sections += [f"## {name}", "", f"![Pareto]({target.relative_to(output)}/pareto.png)"]
+            sections += ["", table]
+        report = write_atomic(output / "report.md", "\n".join(sections))
+    return report

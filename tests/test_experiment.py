@@ -182,6 +182,9 @@ def test_shipped_experiments_are_valid(name, tmp_path):
     for scale in [None, *yaml.safe_load(path.read_text()).get("scales", {})]:
         spec = experiment.load_spec(path, scale)
         configs = experiment.train_configs(spec, tmp_path)
+        if "controllability" in spec:
+            assert len(spec["controllability"]["axes"]) == 2
+            continue
         assert spec["baseline"] in configs
         experiment.eval_options(spec)
         experiment.reward_model_config(spec, tmp_path).validate()
@@ -247,3 +250,29 @@ def test_kill_9_mid_training_then_the_same_command_gives_the_same_report(tmp_pat
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     for name in ("winrates.csv", "winrates.md"):
         assert (out / name).read_text() == (tmp_path / "reference" / name).read_text(), name
+
+
+def test_composition_smoke_measures_every_run_and_resumes(tmp_path, caplog):
+    """The shipped composition file at its smoke scale: both methods trained, measured,
+    reported; a second run reuses everything; other settings are refused, never mixed."""
+    path = ROOT / "experiments" / "composition.yaml"
+    out = tmp_path / "out"
+    report = experiment.run_experiment(path, out, scale="smoke")
+    text = report.read_text()
+    for name in ("meet-lora", "meet-prompt"):
+        assert f"## {name}" in text
+        folder = out / "controllability" / name
+        assert (folder / "pareto.png").is_file() and (folder / "settings.yaml").is_file()
+        combos = (folder / "combinations.csv").read_text()
+        assert "detailed+warm" in combos and "True" in combos  # held out, marked
+    assert "| combination | length | tone |" in text
+    with caplog.at_level("INFO"):
+        experiment.run_experiment(path, out, scale="smoke")
+    assert "controllability already measured, reused" in caplog.text
+    assert "already trained, skipped" in caplog.text
+    changed = tmp_path / "changed.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["scales"]["smoke"]["controllability"]["alphas"] = [0, 1]
+    changed.write_text(yaml.safe_dump(spec))
+    with pytest.raises(experiment.ExperimentError, match="other settings \\(alphas\\)"):
+        experiment.run_experiment(changed, out, scale="smoke")
