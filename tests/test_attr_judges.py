@@ -39,6 +39,16 @@ def test_sentiment_is_vaders_compound_score():
     assert scores[0] > 0.5 and scores[1] < -0.5 and scores[2] == 0.0
 
 
+def test_offensive_is_profanity_checks_probability():
+    from profanity_check import predict_prob
+
+    judge = AttributeJudge("offensive")
+    texts = ["Thank you, that was kind of you.", "Shut up, you stupid idiot.", "The box is red."]
+    scores = judge.score([""] * 3, texts)
+    assert scores == [float(p) for p in predict_prob(texts)]
+    assert scores[1] > 0.9 and scores[0] < 0.1 and scores[2] < 0.1
+
+
 def test_more_of_the_attribute_wins_and_equal_ties(tmp_path):
     judge = build_judge("attr:length", tmp_path)
     judge.check()

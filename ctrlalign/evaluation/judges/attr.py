@@ -11,7 +11,10 @@ as a pairwise judge, the answer with more of the attribute wins and equal values
 - ``readability``: Flesch reading ease, 206.835 - 1.015 words/sentence - 84.6
   syllables/word, syllables from Pyphen's hyphenation dictionary. textstat computes the
   same formula but, for English, first downloads NLTK's CMU dictionary at run time, which
-  an offline machine cannot; Pyphen is textstat's own fallback for words outside it.
+  an offline machine cannot; Pyphen is textstat's own fallback for words outside it;
+- ``offensive``: alt-profanity-check's probability that the text is offensive, in [0, 1]
+  (a linear SVM over word n-grams, trained on human-labelled tweets and Wikipedia comments,
+  shipped inside the package: no download).
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ def _vader():
 
 def sentiment(text: str) -> float:
     return float(_vader().polarity_scores(text)["compound"])
+
+
+def offensive(text: str) -> float:
+    from profanity_check import predict_prob
+
+    return float(predict_prob([text])[0])
 
 
 @cache
@@ -79,6 +88,7 @@ ATTRIBUTES: dict[str, Attribute] = {
     "length": Attribute("words", words),
     "sentiment": Attribute("VADER compound, -1 to 1", sentiment),
     "readability": Attribute("Flesch reading ease", flesch_reading_ease),
+    "offensive": Attribute("P(offensive), 0 to 1", offensive),
 }
 
 
