@@ -3,6 +3,7 @@ hand computations, the frozen reference, and the pointwise-data error."""
 
 import copy
 import importlib.util
+import json
 import math
 from dataclasses import replace
 
@@ -334,3 +335,30 @@ def test_flash_attention_packed_pairs_match_sdpa(policy_and_reference):
         with torch.no_grad():
             results.append(torch.stack(batch_pair_logps(model, batch)).float())
     torch.testing.assert_close(results[1], results[0], atol=5e-2, rtol=1e-2)
+
+
+def test_preferences_data_holding_exactly_chosen_and_rejected_are_pairs(train_config, tmp_path):
+    """The demo's concise/detailed records are pairs once --chosen and --rejected name
+    them (what scripts/clm_dial_small.sh trains CLM on); a record with a third preference,
+    or without the flags, keeps them pointwise and DPO refuses them."""
+    from ctrlalign.data import DataError, load_preference_data
+
+    rows = [
+        {"prompt": p, "responses": {"concise": c, "detailed": f"{c} {r} {c}"}}
+        for p, c, r in [("Say hello.", "Hello!", "Greetings."), ("Name a colour.", "Blue.", "Red.")]
+    ]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = f"preferences:{path}"
+    assert load_preference_data(spec, chosen="concise", rejected="detailed").pairwise
+    assert not load_preference_data(spec).pairwise
+    config = train_config(spec, tmp_path / "run", "clm", chosen="concise", rejected="detailed")
+    run_dir = train_any(config)
+    assert load_run(run_dir).info["method"] == "clm"
+    rows[1]["responses"]["warm"] = "Blue, friend!"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert not load_preference_data(spec, chosen="concise", rejected="detailed").pairwise
+    with pytest.raises(DataError, match="pointwise"):
+        train_any(
+            train_config(spec, tmp_path / "other", "dpo", chosen="concise", rejected="detailed")
+        )

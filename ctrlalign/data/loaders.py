@@ -15,7 +15,8 @@ A spec is ``KIND:PATH_OR_ID``:
   ``reference``; see ``_exchange`` for the string and chat-message shapes accepted.
 - ``preferences:PATH`` rows with ``prompt`` and ``responses``, an object mapping each
   preference name to its response (any number of preferences, e.g. the demo's ``concise``
-  and ``detailed``); ``chosen``/``rejected`` name two of them when they exist. A key
+  and ``detailed``); ``chosen``/``rejected`` name two of them when they exist, and when
+  every record holds exactly those two the data are pairs too (DPO, CLM). A key
   joining names with ``+`` (``concise+warm``) is a joint record: its response answers all
   those preferences at once, and each of them is a preference of the data.
 - ``prompts:PATH`` rows with ``prompt`` and an optional ``reference``: records without
@@ -162,7 +163,9 @@ def load_preference_data(
         records, dropped = _parse_all(rows, _keyed)
         names = list(dict.fromkeys(p for r in records for k in r.responses for p in blend_parts(k)))
         pair = chosen in names and rejected in names
-        return _finish(records, dropped, names, False, *((chosen, rejected) if pair else ()))
+        # every record holding exactly the two: pairs as well (DPO, CLM, reward models)
+        pairs = pair and all(set(r.responses) == {chosen, rejected} for r in records)
+        return _finish(records, dropped, names, pairs, *((chosen, rejected) if pair else ()))
     if kind == "prompts":
         records, dropped = _parse_all(rows, _prompt_only)
         return _finish(records, dropped, [], False)
