@@ -11,11 +11,13 @@
 #   scripts/clm_dial_small.sh [OUT]      (repository root; about 20 min on 2 idle cores)
 set -euo pipefail
 OUT=${1:-reports/clm-dial-small}
+LR=${LR:-2e-4}          # the layer's learning rate; EPOCHS: passes over the 227 pairs
+EPOCHS=${EPOCHS:-1}
 DATA=preferences:ctrlalign/demo_data/concise_detailed.jsonl
 BIN=${BIN:-.venv/bin}   # the environment `make test` / `make demo` set up
 mkdir -p "$OUT"
 "$BIN/ctrlalign" train --method clm --data "$DATA" --chosen concise --rejected detailed \
-    --eval-fraction 0.2 --epochs 2 --batch-size 8 --micro-batch-size 4 --lr-second 5e-4 \
+    --eval-fraction 0.2 --epochs "$EPOCHS" --batch-size 8 --micro-batch-size 4 --lr-second "$LR" \
     --beta 0.1 --max-length 256 --seed 42 --output "$OUT/run"
 # what no training record had: the run's own held-out split, 16 of its prompts to answer
 # and all its pairs for the reward margin
