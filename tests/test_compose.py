@@ -415,6 +415,12 @@ def test_controllability_tables_follow_from_the_answers(two_axis_run, tmp_path, 
         assert float(row["other_difference"]) == pytest.approx(sum(cross) / 2, abs=1e-4)
         assert float(row["ci_low"]) <= float(row["difference"]) <= float(row["ci_high"])
         assert row["moves"] == str(float(row["ci_low"]) > 0)
+    # crosstalk: tone's move under the length controls over tone's move under its own
+    length_row, tone_row = rows
+    moved = abs(float(tone_row["difference"]))
+    ratio = abs(float(length_row["other_difference"])) / moved if moved else float("inf")
+    assert float(length_row["crosstalk"]) == pytest.approx(ratio, rel=1e-3, abs=1e-4)
+    assert length_row["passes"] == str(length_row["moves"] == "True" and ratio < 1 / 3)
     combos = list(csv.DictReader((out / "combinations.csv").open()))
     assert [c["combination"] for c in combos] == [
         "concise+neutral", "concise+warm", "detailed+neutral", "detailed+warm",

@@ -9,8 +9,9 @@ style comparisons plot:
 
 - the controllability table: per axis, the attribute under its high control minus under its
   low one, paired over prompts with a bootstrap 95% interval, and how much the *other*
-  attribute moved between the same two answers (a control should move its own attribute,
-  and the other less than a third as much);
+  attribute moved between the same two answers; the crosstalk is that move over what the
+  other axis's own controls move it (unit-free: words and sentiment do not compare), and a
+  control passes when its interval excludes 0 and the crosstalk is under a third;
 - the combinations: each one's mean on both attributes, and whether it lands in its quadrant
   (above the axis's centre, the mean over all combinations, for its high control; below for
   the low one), held-out combinations marked;
@@ -141,13 +142,37 @@ def evaluate_controllability(
         entry |= {"prompt": prompt_text(prompt), "response": text}
         entry |= {axis.name: axis.measure(text) for axis in axes}
         answers.append(entry)
+    return summarise(axes, answers, alphas, held_out)
+
+
+def summarise(
+    axes: tuple[Axis, Axis],
+    answers: list[dict],
+    alphas: Sequence[float],
+    held_out: Sequence[str] = (),
+) -> Controllability:
+    """The tables from measured answers (``answers.jsonl``'s rows), so a report can be
+    rebuilt without generating again."""
     by = {}
     for entry in answers:
         by.setdefault(entry["condition"], []).append(entry)
     table = [_axis_row(axis, axes, by) for axis in axes]
-    combos = _combination_rows(axes, conditions, by, held_out)
-    curves = _alpha_rows(axes, alphas, by)
-    return Controllability(axes, answers, table, combos, curves, list(held_out))
+    own = {row["axis"]: row["difference"] for row in table}
+    for row in table:
+        # unit-free: the other attribute's move here against what its own controls move it
+        moved = abs(own[row["other"]])
+        row["crosstalk"] = abs(row["other_difference"]) / moved if moved else float("inf")
+        row["passes"] = row["moves"] and row["crosstalk"] < CROSSTALK_LIMIT
+    labels = list(by)
+    combos = [label for label in labels if by[label][0]["kind"] == "combination"]
+    return Controllability(
+        axes,
+        answers,
+        table,
+        _combination_rows(axes, combos, by, held_out),
+        _alpha_rows(axes, alphas, by),
+        list(held_out),
+    )
 
 
 def _paired(high: list[dict], low: list[dict], name: str) -> tuple[float, float, float]:
@@ -159,7 +184,6 @@ def _axis_row(axis: Axis, axes: Sequence[Axis], by: dict[str, list[dict]]) -> di
     high, low = by[axis.high], by[axis.low]
     own, own_low, own_high = _paired(high, low, axis.name)
     cross, cross_low, cross_high = _paired(high, low, other.name)
-    ratio = abs(cross) / abs(own) if own else float("inf")
     return {
         "axis": axis.name,
         "attribute": axis.attribute,
@@ -174,8 +198,6 @@ def _axis_row(axis: Axis, axes: Sequence[Axis], by: dict[str, list[dict]]) -> di
         "other_difference": cross,
         "other_ci_low": cross_low,
         "other_ci_high": cross_high,
-        "crosstalk": ratio,
-        "passes": own_low > 0 and ratio < CROSSTALK_LIMIT,
     }
 
 
@@ -184,17 +206,16 @@ def _mean(entries: list[dict], name: str) -> float:
 
 
 def _combination_rows(
-    axes: Sequence[Axis], conditions: list[dict], by: dict, held_out: Sequence[str]
+    axes: Sequence[Axis], combos: list[str], by: dict, held_out: Sequence[str]
 ) -> list[dict]:
-    combos = [c for c in conditions if c["kind"] == "combination"]
-    centre = {a.name: sum(_mean(by[c["label"]], a.name) for c in combos) / 4 for a in axes}
+    centre = {a.name: sum(_mean(by[c], a.name) for c in combos) / len(combos) for a in axes}
     rows = []
-    for condition in combos:
-        parts = condition["preference"].names
-        row = {"combination": condition["label"], "held_out": _is_held_out(parts, held_out)}
+    for label in combos:
+        parts = Blend.parse(label).names
+        row = {"combination": label, "held_out": _is_held_out(parts, held_out)}
         inside = True
         for axis in axes:
-            mean, low, high = bootstrap_mean([e[axis.name] for e in by[condition["label"]]])
+            mean, low, high = bootstrap_mean([e[axis.name] for e in by[label]])
             row |= {axis.name: mean, f"{axis.name}_ci_low": low, f"{axis.name}_ci_high": high}
             up = axis.high in parts
             inside &= mean > centre[axis.name] if up else mean < centre[axis.name]
@@ -260,15 +281,17 @@ def report_markdown(result: Controllability) -> str:
     """The three tables, as the results docs quote them."""
     first, second = result.axes
     lines = [
-        "| axis | controls | high | low | difference [95% CI] | other attribute moved | ratio |"
+        "| axis | controls | high | low | difference [95% CI] | other attribute moved "
+        "| crosstalk | passes |"
     ]
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for r in result.table:
         lines.append(
             f"| {r['axis']} ({r['attribute']}) | {r['controls']} | {r['high_mean']:.3g} | "
             f"{r['low_mean']:.3g} | {r['difference']:+.3g} [{r['ci_low']:+.3g}, "
             f"{r['ci_high']:+.3g}] | {r['other']} {r['other_difference']:+.3g} "
-            f"[{r['other_ci_low']:+.3g}, {r['other_ci_high']:+.3g}] | {r['crosstalk']:.2f} |"
+            f"[{r['other_ci_low']:+.3g}, {r['other_ci_high']:+.3g}] | {r['crosstalk']:.2f} | "
+            f"{r['passes']} |"
         )
     lines += ["", f"| combination | {first.name} | {second.name} | in its quadrant |"]
     lines.append("|---|---|---|---|")
