@@ -13,12 +13,13 @@ set -euo pipefail
 OUT=${1:-reports/clm-dial-small}
 LR=${LR:-2e-4}          # the layer's learning rate; EPOCHS: passes over the 227 pairs
 EPOCHS=${EPOCHS:-1}
+BETA=${BETA:-0.1}       # DPO's beta: higher keeps the layer nearer the base model
 DATA=preferences:ctrlalign/demo_data/concise_detailed.jsonl
 BIN=${BIN:-.venv/bin}   # the environment `make test` / `make demo` set up
 mkdir -p "$OUT"
 "$BIN/ctrlalign" train --method clm --data "$DATA" --chosen concise --rejected detailed \
     --eval-fraction 0.2 --epochs "$EPOCHS" --batch-size 8 --micro-batch-size 4 --lr-second "$LR" \
-    --beta 0.1 --max-length 256 --seed 42 --output "$OUT/run"
+    --beta "$BETA" --max-length 256 --seed 42 --output "$OUT/run"
 # what no training record had: the run's own held-out split, 16 of its prompts to answer
 # and all its pairs for the reward margin
 "$BIN/python" - "$DATA" "$OUT" <<'PY'
