@@ -3,17 +3,19 @@
 # identity layer alone on the project's demo pairs (concise preferred over detailed), then
 # alpha runs from 0 to 1.5 on held-out prompts (mean length, the attr:length judge) and
 # held-out pairs (the DPO reward margin). Results: docs/results/clm_dial_small.md.
-# A layer trained alone needs far more than the CLM paper's 2e-5 (12 steps at 2e-5 left
-# margins of 0.007); on HH-RLHF, 1e-3 for 2 epochs on 111 pairs moved it (training margin
-# +3.3) but overfit (held-out margin -0.33): a preference as consistent as length is what
-# a few hundred pairs can teach.
+# A layer trained alone with DPO's usual beta 0.1 degenerates on pairs this easy to tell
+# apart: at lr 5e-4 (2 epochs) and 2e-4 (1 epoch) the held-out log-ratio margin runs to
+# ~480 nats and the aligned stream answers "1111..." or nothing from alpha 0.5 on. beta 1
+# makes DPO's loss saturate at a ~12 times smaller margin (41 nats), which keeps the layer
+# near the base model: at lr 1e-4 for one epoch the mean length falls monotonically from
+# 90.5 to 20.3 words over alpha 0..1.5.
 #
-#   scripts/clm_dial_small.sh [OUT]      (repository root; about 20 min on 2 idle cores)
+#   scripts/clm_dial_small.sh [OUT]      (repository root; about 15 min on 2 idle cores)
 set -euo pipefail
 OUT=${1:-reports/clm-dial-small}
-LR=${LR:-2e-4}          # the layer's learning rate; EPOCHS: passes over the 227 pairs
+LR=${LR:-1e-4}          # the layer's learning rate; EPOCHS: passes over the 227 pairs
 EPOCHS=${EPOCHS:-1}
-BETA=${BETA:-0.1}       # DPO's beta: higher keeps the layer nearer the base model
+BETA=${BETA:-1}       # DPO's beta: higher keeps the layer nearer the base model
 DATA=preferences:ctrlalign/demo_data/concise_detailed.jsonl
 BIN=${BIN:-.venv/bin}   # the environment `make test` / `make demo` set up
 mkdir -p "$OUT"
