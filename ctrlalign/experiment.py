@@ -40,6 +40,7 @@ import yaml
 from ctrlalign.data.io import output_lock, write_atomic
 from ctrlalign.evaluation.controllability import (
     Axis,
+    check_axes,
     evaluate_controllability,
     write_controllability,
 )
@@ -139,11 +140,9 @@ def _controllability_spec(path: str | Path, spec: dict) -> dict:
         )
     spec["controllability"] = {**CONTROLLABILITY, **block}
     try:
-        axes = [Axis.parse(text) for text in spec["controllability"]["axes"] or []]
+        check_axes([Axis.parse(text) for text in spec["controllability"]["axes"] or []])
     except ValueError as err:
         raise ExperimentError(f"{path}: controllability.axes: {err}") from None
-    if len(axes) != 2:
-        raise ExperimentError(f"{path}: controllability.axes needs two NAME:ATTRIBUTE:LOW:HIGH")
     return spec
 
 
@@ -350,13 +349,14 @@ def run_controllability(
         spec["train"] = {**(spec.get("train") or {}), **placement}
     configs = train_configs(spec, output)
     block = spec["controllability"]
-    axes = tuple(Axis.parse(text) for text in block["axes"])
+    axes = check_axes([Axis.parse(text) for text in block["axes"]])
     _, held_out = load_splits(next(iter(configs.values())))  # every run's split is the same
     prompts = [r.chat for r in held_out.records[: block["max_prompts"]]]
     if not prompts:
         raise ExperimentError("controllability: the held-out split is empty (eval_fraction)")
     done = {name: _check_done_run(name, config) for name, config in configs.items()}
     generation = GenerationConfig(block["max_new_tokens"], batch_size=block["batch_size"])
+    settings = {**block, "prompts": len(prompts)}  # what a finished measurement must match
     with output_lock(output):
         resolved = {**spec, "scale": scale, "source": str(path)}
         write_atomic(output / "experiment.yaml", yaml.safe_dump(resolved, sort_keys=False))
@@ -368,7 +368,6 @@ def run_controllability(
                 log.info("[%d/%d] training %s (%s)", number, len(configs), name, config.method)
                 train_any(config)
             target = output / "controllability" / name
-            settings = {**block, "prompts": len(prompts)}
             if _measured(target, settings):
                 log.info("%s: controllability already measured, reused", name)
             else:

@@ -17,7 +17,9 @@ from torch import nn
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control
 from ctrlalign.model.loading import load_model
+from ctrlalign.model.logprobs import IGNORE_INDEX
 from ctrlalign.training.config import TrainConfig
+from ctrlalign.training.stage import ConditionalLMObjective
 
 PAIRS = [
     ("What is two plus two?", "Two plus two is four.", "Five, probably."),
@@ -65,6 +67,20 @@ def fp32_sum_tolerance(reduction: int, values: torch.Tensor) -> float:
     and the per-preference batches, only blocked differently by ``bmm`` against ``mm``.
     """
     return reduction * torch.finfo(values.dtype).eps * values.abs().max().item()
+
+
+def loss_and_grads(model, batch):
+    """Eq. 1's token-mean loss of ``batch``, every parameter's gradient (zeros where none
+    reached it) and the number of labelled tokens the mean is over."""
+    model.zero_grad(set_to_none=True)
+    loss = ConditionalLMObjective(model)(**batch)["loss"]
+    loss.backward()
+    grads = {
+        n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+        for n, p in model.named_parameters()
+    }
+    count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return loss.detach(), grads, count
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import fp32_sum_tolerance
+from conftest import fp32_sum_tolerance, loss_and_grads
 
 from ctrlalign.inference.dial import DialError, DialRequest, dial_row
 from ctrlalign.inference.generation import (
@@ -299,20 +299,6 @@ def test_joint_rows_train_in_one_batch_as_one_by_one(kind, controlled):
         assert (mixed_grads["control.prompts"].abs().sum((1, 2)) > 0).all()
 
 
-def loss_and_grads(model, batch):
-    from ctrlalign.model.logprobs import IGNORE_INDEX
-    from ctrlalign.training.stage import ConditionalLMObjective
-
-    model.zero_grad(set_to_none=True)
-    loss = ConditionalLMObjective(model)(**batch)["loss"]
-    loss.backward()
-    grads = {
-        n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
-        for n, p in model.named_parameters()
-    }
-    return loss.detach(), grads, int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-
-
 ATTRIBUTE_ROWS = [  # long answers are cold, short ones warm: no record is long and warm
     ("Describe the sea.", "The sea is vast and grey.", {"length": 8, "warmth": 1}),
     ("Describe the sea.", "Water, dear.", {"length": 1, "warmth": 2}),
@@ -443,3 +429,7 @@ def test_controllability_tables_follow_from_the_answers(two_axis_run, tmp_path, 
     with pytest.raises(SystemExit):
         main([*argv[:5], "--axis", "length:loudness:concise:detailed", "--prompt", "Hi!"])
     assert "unknown attribute 'loudness'" in capsys.readouterr().err
+    fresh = ["controllability", "--run", str(two_axis_run), "--output", str(tmp_path / "one")]
+    assert main([*fresh, "--axis", "length:length:concise:detailed", "--prompt", "Hi!"]) == 2
+    assert "two --axis with different names" in capsys.readouterr().err
+    assert not (tmp_path / "one").exists()

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import fp32_sum_tolerance
+from conftest import fp32_sum_tolerance, loss_and_grads
 
 from ctrlalign.inference.generation import GenerationConfig, Row, Stream, generate, generate_rows
 from ctrlalign.model.layout import collate, encode
-from ctrlalign.model.logprobs import IGNORE_INDEX
-from ctrlalign.training.stage import ConditionalLMObjective
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,18 +20,6 @@ CASES = [
     ("Is the sky blue?", "bad", "Sky?"),
 ]
 PROMPTS = ["What is two plus two?", "Tell me about dogs.", "Hi!"]
-
-
-def loss_and_grads(model, batch):
-    model.zero_grad(set_to_none=True)
-    loss = ConditionalLMObjective(model)(**batch)["loss"]
-    loss.backward()
-    grads = {
-        n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
-        for n, p in model.named_parameters()
-    }
-    count = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-    return loss.detach(), grads, count
 
 
 @pytest.mark.parametrize("kind", KINDS)

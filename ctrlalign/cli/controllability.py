@@ -60,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctrlalign.evaluation.controllability import (
+        check_axes,
         evaluate_controllability,
         report_markdown,
         write_controllability,
@@ -67,19 +68,18 @@ def run(args: argparse.Namespace) -> int:
     from ctrlalign.inference.dial import DialError
     from ctrlalign.model.rundir import load_run, read_run_info
 
-    if len(args.axis) != 2 or args.axis[0].name == args.axis[1].name:
-        raise DialError("controllability takes two --axis with different names")
+    axes = check_axes(args.axis)
     prompts = [row["prompt"] for row in read_prompt_rows(args)]
     info = read_run_info(args.run)
     known = info.get("preferences") or []
-    missing = [c for a in args.axis for c in (a.low, a.high) if c not in known]
+    missing = [c for a in axes for c in (a.low, a.high) if c not in known]
     if not info.get("control") or missing:
         raise DialError(f"--axis controls {missing} are not among the run's {known}")
     run = load_run(args.run, **placement(args))
     result = evaluate_controllability(
         run,
         prompts,
-        tuple(args.axis),
+        axes,
         args.alphas,
         generation_config(args),
         args.compose,

@@ -23,15 +23,17 @@ style comparisons plot:
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
 from ctrlalign.data.io import write_atomic, write_jsonl
 from ctrlalign.evaluation.judges.attr import ATTRIBUTES
-from ctrlalign.evaluation.sweep import prompt_text
+from ctrlalign.evaluation.report import save_png
+from ctrlalign.evaluation.sweep import prompt_text, summary_csv
 from ctrlalign.evaluation.verdicts import bootstrap_mean
 from ctrlalign.inference.dial import DialError, DialRequest, dial_row
 from ctrlalign.inference.generation import GenerationConfig, generate_rows
@@ -70,6 +72,13 @@ class Axis:
 
     def measure(self, text: str) -> float:
         return ATTRIBUTES[self.attribute].measure(text)
+
+
+def check_axes(axes: Sequence[Axis]) -> tuple[Axis, Axis]:
+    """The two axes a measurement takes (a Pareto plot has two), with different names."""
+    if len(axes) != 2 or axes[0].name == axes[1].name:
+        raise DialError("controllability takes two --axis with different names", "axis")
+    return axes[0], axes[1]
 
 
 @dataclass
@@ -125,9 +134,7 @@ def evaluate_controllability(
     """Answer every prompt under every condition (one shared batch stream), measure both
     attributes of every answer and summarise; a bad control or blend fails before any
     generation."""
-    if len(axes) != 2 or axes[0].name == axes[1].name:
-        raise DialError("controllability takes two --axis with different names", "axis")
-    conditions = _conditions(axes, alphas, compose)
+    conditions = _conditions(check_axes(axes), alphas, compose)
     requests = [
         DialRequest(p, c["preference"], c.get("against"), c.get("alpha"), compose=c["compose"])
         for c in conditions
@@ -269,12 +276,8 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def _csv(rows: Sequence[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-    return buffer.getvalue()
+    rounded = [{k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+    return summary_csv(rounded, list(rows[0]))
 
 
 def report_markdown(result: Controllability) -> str:
@@ -318,13 +321,10 @@ def report_markdown(result: Controllability) -> str:
 def plot_pareto(result: Controllability, path: str | Path, title: str = "") -> Path:
     """One attribute against the other: every combination (with its 95% intervals) and the
     path each axis's alpha steps take."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     first, second = result.axes
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    figure = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
     for axis, colour in zip(result.axes, ("tab:blue", "tab:orange"), strict=True):
         curve = [r for r in result.alphas if r["axis"] == axis.name]
         ax.plot(
@@ -348,10 +348,8 @@ def plot_pareto(result: Controllability, path: str | Path, title: str = "") -> P
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = write_atomic(path, lambda handle: fig.savefig(handle, format="png", dpi=120), True)
-    plt.close(fig)
-    return path
+    figure.tight_layout()
+    return save_png(figure, path, dpi=120)
 
 
 def write_controllability(

@@ -127,6 +127,11 @@ def write_csv(rows: Sequence[ReportRow], path: str | Path) -> Path:
     return write_atomic(path, write)
 
 
+def save_png(figure: Figure, path: str | Path, dpi: float | None = None) -> Path:
+    """``figure`` as a PNG at ``path``, whole or not at all (``write_atomic``)."""
+    return write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=dpi), True)
+
+
 def _markdown_line(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |\n"
 
@@ -173,7 +178,7 @@ def plot_delta_against(
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    return write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
+    return save_png(figure, path)
 
 
 def plot_delta_vs_temperature(
@@ -221,4 +226,4 @@ def plot_paired_differences(
     axes.set_title(title, fontsize=10)
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    return write_atomic(path, lambda handle: figure.savefig(handle, format="png"), binary=True)
+    return save_png(figure, path)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ctrlalign.data import PreferenceData
 from ctrlalign.data.io import write_atomic, write_jsonl
+from ctrlalign.evaluation.report import save_png
 from ctrlalign.inference.dial import DialRequest, dial_row
 from ctrlalign.inference.generation import GenerationConfig, as_messages, generate_rows
 from ctrlalign.model.layout import collate, encode
@@ -227,7 +228,7 @@ def plot_sweep(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = write_atomic(path, lambda handle: fig.savefig(handle, format="png", dpi=120), True)
+    path = save_png(fig, path, dpi=120)
     plt.close(fig)
     return path
 

@@ -133,9 +133,10 @@ def _check_names(control: Control, name: str | Blend, request: DialRequest) -> N
     if request.against in name.names:
         raise ValueError(f"--against {request.against!r} is part of the blend {name}")
     if request.compose == "native":
-        control.check_blend(name)
-    for part in name.names:
-        control.index(part)
+        control.check_blend(name)  # the names too
+    else:
+        for part in name.names:
+            control.index(part)
 
 
 def dial_row(run: Run, request: DialRequest) -> Row:
