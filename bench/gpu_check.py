@@ -69,6 +69,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=24, help="layers of the large model")
     p.add_argument("--smoke", action="store_true", help="CPU: tiny model only, 1 step")
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only the checks whose name contains this (repeatable); the results are "
+        "merged into --output, so a rerun after a fix keeps the other checks' figures",
+    )
     return p.parse_args()
 
 
@@ -115,12 +122,20 @@ def build_model(folder: Path, tokenizer_dir: Path, layers: int, width: int) -> P
 
 
 class Checks:
-    """Runs named checks, recording pass/fail, figures and the error of each."""
+    """Runs named checks, recording pass/fail, figures and the error of each; the results
+    file is rewritten after every check, so a run cut short keeps what it finished."""
 
-    def __init__(self) -> None:
+    def __init__(self, output: Path, header: dict, only: list[str]) -> None:
+        self.output = output
+        self.header = header
+        self.only = only
         self.results: dict[str, dict] = {}
+        if only and output.is_file():
+            self.results = json.loads(output.read_text())["checks"]
 
     def run(self, name: str, fn, *args, **kwargs) -> dict | None:
+        if self.only and not any(part in name for part in self.only):
+            return None
         print(f"[gpu-check] {name} ...", flush=True)
         started = time.time()
         if torch.cuda.is_available():
@@ -137,12 +152,32 @@ class Checks:
             entry["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         self.results[name] = entry
         print(f"[gpu-check] {name}: {json.dumps(entry)}", flush=True)
+        self.write()
         return figures
+
+    def write(self) -> None:
+        result = {
+            **self.header,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "wall_seconds": round(time.time() - self.header["started"], 1),
+            "checks": self.results,
+        }
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.output.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(self.output)
 
 
 def gpu_tests() -> dict:
+    """The ``gpu``-marked tests; only their files are collected, so test files that import
+    what the GPU machine lacks (the server's client, schema fuzzers) do not stop the run."""
+    marked = sorted(
+        str(f.relative_to(REPO))
+        for f in (REPO / "tests").glob("test_*.py")
+        if "pytest.mark.gpu" in f.read_text()
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *marked],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -151,7 +186,7 @@ def gpu_tests() -> dict:
     tail = result.stdout.strip().splitlines()[-1:] or [""]
     if result.returncode != 0:
         raise RuntimeError(result.stdout[-2000:] + result.stderr[-2000:])
-    return {"pytest": tail[0]}
+    return {"pytest": tail[0], "files": marked}
 
 
 def peak_flops() -> float | None:
@@ -206,19 +241,52 @@ def train_check(model_dir: Path, data: str, out: Path, method: str, steps: int, 
     return figures
 
 
-def zero2_check(model_dir: Path, data: str, out: Path, steps: int) -> dict:
-    if importlib.util.find_spec("deepspeed") is None:
-        return {"skipped": "deepspeed is not installed"}
-    accelerate = Path(sys.executable).with_name("accelerate")
-    command = [str(accelerate), "launch", "--config_file"]
-    command += [str(REPO / "configs" / "accelerate" / "zero2.yaml"), "--num_processes", "1"]
+def launch_train(
+    config_file: str, model_dir: Path, data: str, out: Path, steps: int, stages: str = "both"
+) -> None:
+    """meet-lora through ``accelerate launch`` with one of the repo's configs, one process."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    command += [str(REPO / "configs" / "accelerate" / config_file), "--num_processes", "1"]
     command += ["-m", "ctrlalign.cli", "train", "--data", data, "--method", "meet-lora"]
     command += ["--model", str(model_dir), "--output", str(out), "--max-steps", str(steps)]
     command += ["--batch-size", "8", "--micro-batch-size", "8", "--eval-fraction", "0"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    command += ["--lora-rank", "8", "--stages", stages]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=420)
     if result.returncode != 0:
-        raise RuntimeError(result.stderr[-3000:])
+        raise RuntimeError(result.stdout[-1500:] + result.stderr[-3000:])
+
+
+def zero2_check(model_dir: Path, data: str, out: Path, steps: int) -> dict:
+    if importlib.util.find_spec("deepspeed") is None:
+        return {"skipped": "deepspeed is not installed"}
+    launch_train("zero2.yaml", model_dir, data, out, steps)
     return {"run_yaml": (out / "run.yaml").is_file()}
+
+
+def zero3_check(model_dir: Path, data: str, root: Path, steps: int) -> dict:
+    """ZeRO-3 leaves each process's parameters empty outside their module's forward: the
+    run directory must still hold whole tensors, close to a run without DeepSpeed. One
+    step (``--stages second``): ZeRO-3 refuses two in one launch."""
+    if importlib.util.find_spec("deepspeed") is None:
+        return {"skipped": "deepspeed is not installed"}
+    from ctrlalign.model.rundir import load_run
+
+    launch_train("zero3.yaml", model_dir, data, root / "zero3", steps, stages="second")
+    plain = root / "zero3-plain"
+    subprocess.run(
+        [sys.executable, "-m", "ctrlalign.cli", "train", "--data", data, "--method", "meet-lora",
+         "--model", str(model_dir), "--output", str(plain), "--max-steps", str(steps),
+         "--batch-size", "8", "--micro-batch-size", "8", "--eval-fraction", "0",
+         "--lora-rank", "8", "--stages", "second"],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    sharded = load_run(root / "zero3").model.state_dict()
+    whole = load_run(plain).model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in whole.items()}
+    if {k: tuple(v.shape) for k, v in sharded.items()} != shapes:
+        raise AssertionError("the ZeRO-3 run's tensors differ in names or shapes")
+    worst = max((sharded[k].float() - whole[k].float()).abs().max().item() for k in whole)
+    return {"tensors": len(whole), "max_abs_diff_vs_plain": worst}
 
 
 def generation_check(lora_run: Path, clm_run: Path) -> dict:
@@ -273,8 +341,15 @@ def main() -> None:
     if not args.smoke and not torch.cuda.is_available():
         sys.exit("error: no CUDA device; run with --smoke to try the path on a CPU")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    checks = Checks()
-    started = time.time()
+    header = {
+        "benchmark": "gpu_check",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "started": time.time(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "large_model": None if args.smoke else f"Llama {args.layers} layers x 2048",
+    }
+    checks = Checks(args.output, header, args.only)
     with tempfile.TemporaryDirectory(prefix="gpu-check.") as tmp:
         root = Path(tmp)
         data = write_data(root / "pairs.jsonl")
@@ -290,25 +365,13 @@ def main() -> None:
             ("train clm", "clm", {}),
         ]:
             checks.run(name, train_check, big, data, root / method, method, steps, **extra)
-        checks.run("train meet-lora under DeepSpeed ZeRO-2", zero2_check, big, data,
-                   root / "zero2", steps)  # fmt: skip
         checks.run("generate: sampled and alpha 0.5", generation_check, root / "meet-lora",
                    root / "clm")  # fmt: skip
         checks.run("32 concurrent mixed requests", concurrent_check, root / "meet-lora")
-    result = {
-        "benchmark": "gpu_check",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "wall_seconds": round(time.time() - started, 1),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "torch": torch.__version__,
-        "large_model": None if args.smoke else f"Llama {args.layers} layers x 2048",
-        "checks": checks.results,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(args.output)
+        checks.run("train meet-lora under DeepSpeed ZeRO-2", zero2_check, big, data,
+                   root / "zero2", steps)  # fmt: skip
+        checks.run("ZeRO-3 run directory holds whole tensors", zero3_check, tiny, data, root,
+                   2)  # fmt: skip
     failed = [name for name, entry in checks.results.items() if not entry["passed"]]
     print(f"[gpu-check] wrote {args.output}; failed: {failed or 'none'}")
     sys.exit(1 if failed else 0)

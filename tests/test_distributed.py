@@ -16,6 +16,19 @@ import torch
 from ctrlalign.model.rundir import load_run
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+#: what ``accelerate launch --config_file configs/accelerate/fsdp.yaml`` exports to each
+#: process; its CLI refuses FSDP with ``--cpu``, so the CPU test starts the same processes
+#: with torchrun. Module states need no sync: every rank builds the same seeded model.
+FSDP_ENV = {
+    "ACCELERATE_USE_FSDP": "true",
+    "FSDP_VERSION": "1",
+    "FSDP_SHARDING_STRATEGY": "FULL_SHARD",
+    "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+    "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT",
+    "FSDP_USE_ORIG_PARAMS": "true",
+    "FSDP_SYNC_MODULE_STATES": "false",
+}
 
 
 def write_pairs(path: Path, n: int = 16) -> None:
@@ -47,7 +60,14 @@ LAUNCH = [
 ]  # fmt: skip
 
 
-def train(tmp_path: Path, name: str, launcher: list[str], micro: int, method: list[str]) -> dict:
+def train(
+    tmp_path: Path,
+    name: str,
+    launcher: list[str],
+    micro: int,
+    method: list[str],
+    env: dict[str, str] | None = None,
+) -> dict:
     out = tmp_path / name
     cmd = launcher + [
         "-m",
@@ -73,7 +93,7 @@ def train(tmp_path: Path, name: str, launcher: list[str], micro: int, method: li
         "--save-steps",
         "100",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
@@ -109,3 +129,37 @@ def test_two_cpu_processes_match_one(tmp_path, method):
     # the run directory was written once, by the main process, and is complete
     assert not (tmp_path / "ddp" / ".staging").exists()
     assert (tmp_path / "ddp" / "run.yaml").is_file()
+
+
+@pytest.mark.parametrize("method", ["meet-lora"])
+def test_fsdp_full_shard_on_two_cpu_processes_matches_one(tmp_path, method):
+    """FSDP (full shard, two gloo processes) saves whole tensors, not its shards: the run
+    directory loads and equals the one-process run of the same global batch, within the
+    tolerance of the DDP test above (only the order of fp32 sums differs)."""
+    write_pairs(tmp_path / "pairs.jsonl")
+    single = train(tmp_path, "single", [sys.executable], 4, METHODS[method])
+    launcher = [str(TORCHRUN), "--nproc_per_node", "2"]
+    sharded = train(tmp_path, "fsdp", launcher, 4, METHODS[method], env=FSDP_ENV)
+    assert sharded["train_examples"] == single["train_examples"]
+    assert sharded["eval_loss"] == pytest.approx(single["eval_loss"], abs=1e-5)
+    one, two = weights(tmp_path / "single"), weights(tmp_path / "fsdp")
+    assert {k: v.shape for k, v in one.items()} == {k: v.shape for k, v in two.items()}
+    worst = max((one[k] - two[k]).abs().max().item() for k in one)
+    assert worst < 1e-5, worst
+
+
+def test_zero3_refuses_two_steps_in_one_launch(monkeypatch, tmp_path):
+    """Under the environment ``accelerate launch`` exports for a ZeRO-3 config, a two-step
+    method is refused before any work, naming the ways out; one step is accepted."""
+    from ctrlalign.training import TrainConfig
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    config = TrainConfig(data="pairwise:x.jsonl", output=str(tmp_path), method="meet-lora")
+    with pytest.raises(ValueError, match="--stages first or --stages second.*zero2.yaml"):
+        config.validate()
+    TrainConfig(
+        data="pairwise:x.jsonl", output=str(tmp_path), method="meet-lora", stages="second"
+    ).validate()
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "2")
+    config.validate()

@@ -19,8 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctrlalign.training import TrainConfig, train_any
+    from ctrlalign.training.stage import is_main_process
 
     run_dir = train_any(config_from_args(args, TrainConfig))
+    if not is_main_process():  # the main process writes the run and reports it
+        return 0
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     print(f"run saved to {run_dir}")
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2))

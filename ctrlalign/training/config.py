@@ -11,6 +11,7 @@ input 512, lr 1e-3 for the control-only first step and 2e-5 for the joint second
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,13 @@ METHODS: dict[str, Method] = {
 }
 STAGES = ("first", "second", "both")
 CLM_LOSSES = ("dpo", "lm")
+
+
+def under_zero3() -> bool:
+    """Whether this process trains under DeepSpeed ZeRO-3: ``accelerate launch`` with a
+    ZeRO-3 config exports the stage to every process it starts."""
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    return deepspeed and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
 
 
 def _check_placement(device: str, dtype: str) -> None:
@@ -222,6 +230,14 @@ class TrainConfig(ConfigBase):
             raise ValueError("prompt controls have nothing to train in the first step")
         if self.control_kind is None and "first" in self.stage_list:
             raise ValueError(f"{self.method} has no controls, so no first step")
+        if under_zero3() and len(self.stage_list) > 1:
+            # the second step's engine would partition weights the first one already
+            # partitioned (DeepSpeed asserts on a parameter still in flight; seen on an H200)
+            raise ValueError(
+                f"{self.method} trains two steps, which DeepSpeed ZeRO-3 cannot run in one "
+                "launch: pass --stages first or --stages second, or launch with "
+                "configs/accelerate/zero2.yaml or fsdp.yaml"
+            )
         self._validate_preference_options()
 
     def _validate_preference_options(self) -> None:

@@ -9,6 +9,7 @@ scheduler and RNG state, which is what ``resume_from_checkpoint`` needs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -32,7 +33,7 @@ from ctrlalign.model.layout import Example, collate, encode_records
 from ctrlalign.model.loading import load_model
 from ctrlalign.model.logprobs import count_labels
 from ctrlalign.model.rundir import save_run
-from ctrlalign.training.config import METHODS, TrainConfig
+from ctrlalign.training.config import METHODS, TrainConfig, under_zero3
 from ctrlalign.training.memory import peak_memory
 from ctrlalign.training.objectives import conditional_lm_loss
 
@@ -50,6 +51,28 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
         for name, p in model.named_parameters()
         if p.requires_grad
     }
+
+
+def trained_state(trainer: Trainer, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable tensors, whole. Under FSDP or DeepSpeed ZeRO-3 a process holds shards
+    (or nothing) of them, so they come from the accelerator's gathered state dict: a
+    collective, so every process calls this; only the main one receives the tensors."""
+    local = trainable_state(model)
+    if not (trainer.is_fsdp_enabled or under_zero3()):
+        return local
+    full = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    return {name: full[name].detach().contiguous().cpu() for name in local if name in full}
+
+
+def whole_parameters(model: nn.Module) -> contextlib.AbstractContextManager:
+    """Under ZeRO-3 a process holds only its partition of each weight outside that module's
+    forward; the run directory is written inside this gathering (a collective: every
+    process enters it), as TRL gathers for generation. Elsewhere the weights are whole."""
+    if not under_zero3():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
 
 
 def load_trainable_state(model: nn.Module, path: Path) -> None:
@@ -237,9 +260,10 @@ def run_stage(
         model=model, args=args, train_dataset=train_dataset, data_collator=collator
     )
     result = trainer.train(resume_from_checkpoint=last_whole_checkpoint(stage_dir))
+    tensors = trained_state(trainer, model)
     if trainer.args.should_save:
         tmp = stage_dir / (STAGE_DONE_FILE + ".tmp")
-        save_file(trainable_state(model), str(tmp))
+        save_file(tensors, str(tmp))
         tmp.rename(done)
     metrics = dict(result.metrics)
     metrics["trainable_parameters"] = n_trainable
@@ -432,12 +456,11 @@ def finish_run(
     started: float,
     save_lm: bool,
 ) -> Path:
-    """Write the run directory (main process only) and drop the checkpoints unless kept."""
+    """Write the run directory (by the main process, from whole weights) and drop the
+    checkpoints unless kept."""
     run_dir = Path(config.output)
     metrics["seconds"] = round(time.time() - started, 1)
     metrics |= peak_memory()
-    if not is_main_process():
-        return run_dir
     info = {
         **config.to_dict(),
         "control": config.control_kind,
@@ -448,7 +471,11 @@ def finish_run(
         "rejected": data.rejected,
         "stages_run": config.stage_list,
     }
-    save_run(run_dir, model, tokenizer, info, metrics, save_lm=save_lm)
+    with whole_parameters(model):
+        if is_main_process():
+            save_run(run_dir, model, tokenizer, info, metrics, save_lm=save_lm)
+    if not is_main_process():
+        return run_dir
     if not config.keep_checkpoints:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return run_dir
