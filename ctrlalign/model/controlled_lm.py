@@ -76,6 +76,9 @@ class ControlledLM(nn.Module):
         prefix_mask: torch.Tensor | None = None,
         preference_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Token embeddings with the controls' prefixes filled in; ``preference_ids`` gives
+        the preference of each prefix in row-major order (per row, or a packed batch's
+        ``prefix_blocks``)."""
         embeds = self.base.get_input_embeddings()(input_ids)
         if self.control is not None and prefix_mask is not None and prefix_mask.any():
             embeds = self.control.embed(embeds, prefix_mask, preference_ids)
@@ -84,13 +87,19 @@ class ControlledLM(nn.Module):
     def hidden_states(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
         prefix_mask: torch.Tensor | None = None,
         preference_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        prefix_blocks: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        embeds = self.embed(input_ids, prefix_mask, preference_ids)
+        blocks = preference_ids if prefix_blocks is None else prefix_blocks
+        embeds = self.embed(input_ids, prefix_mask, blocks)
         out = self.base.get_decoder()(
-            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
         )
         return out.last_hidden_state
 
@@ -101,11 +110,14 @@ class ControlledLM(nn.Module):
         labels: torch.Tensor,
         prefix_mask: torch.Tensor | None = None,
         preference_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        prefix_blocks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs of labelled tokens and their rows, through each row's own control.
 
         One forward whatever the mix of preferences: controls with per-preference weights
-        (LoRA) route each row through its own inside ``per_row``.
+        (LoRA) route each row through its own inside ``per_row``. A packed batch passes its
+        4D mask (or None for varlen FlashAttention-2), position ids and prefix blocks.
         """
         head = partial(lm_logits, self.base)
         routing = (
@@ -114,5 +126,7 @@ class ControlledLM(nn.Module):
             else contextlib.nullcontext()
         )
         with routing:
-            hidden = self.hidden_states(input_ids, attention_mask, prefix_mask, preference_ids)
+            hidden = self.hidden_states(
+                input_ids, attention_mask, prefix_mask, preference_ids, position_ids, prefix_blocks
+            )
         return response_logps(hidden, labels, head)

@@ -3,6 +3,11 @@
 Layout of one example: ``[control prefix][prompt][response][eos]``. Only the response
 (and its end-of-turn token) carries loss; the prefix, the prompt and padding do not. The
 prefix sits first so every control kind, soft prompts included, uses the same positions.
+
+Two batch layouts: ``collate`` pads every example to the longest; ``collate_packed`` puts
+several examples of one preference in a row (positions restarting at each, a block-diagonal
+causal mask, or FlashAttention-2's varlen from the position ids), so a micro-batch of
+short and long responses computes few padding tokens. Both give the same loss.
 """
 
 from __future__ import annotations
@@ -163,6 +168,91 @@ def collate(examples: list[Example], pad_id: int, left: bool = False) -> dict[st
     out["prefix_mask"] = out["prefix_mask"].bool()
     out["preference_ids"] = preference_ids([e.preference_id for e in examples])
     return out
+
+
+def pack_rows(examples: Sequence[Example], width: int) -> list[list[Example]]:
+    """First-fit decreasing bins of at most ``width`` tokens. A bin holds one preference (or
+    one blend) only, so each row still runs one control mix (LoRA routes per row)."""
+    bins: list[list[Example]] = []
+    room: list[int] = []
+    for e in sorted(examples, key=lambda e: -len(e.input_ids)):
+        n = len(e.input_ids)
+        fit = next(
+            (
+                i
+                for i, b in enumerate(bins)
+                if b[0].preference_id == e.preference_id and room[i] >= n
+            ),
+            None,
+        )
+        if fit is None:
+            bins.append([e])
+            room.append(width - n)
+        else:
+            bins[fit].append(e)
+            room[fit] -= n
+    return bins
+
+
+def collate_packed(
+    examples: list[Example], pad_id: int, width: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Examples packed into rows of at most ``width`` tokens (training passes
+    ``--max-length``, so no row's attention costs more than a padded batch's can; default:
+    the longest example), each example positioned from 0 with its own ``sequence_ids`` (-1
+    on the short tail of padding). ``prefix_blocks`` lists, row-major, the preference of
+    each control prefix, which soft prompts fill in that order."""
+    longest = max(len(e.input_ids) for e in examples)
+    rows = pack_rows(examples, max(width or longest, longest))
+    width = max(sum(len(e.input_ids) for e in row) for row in rows)
+    keys = ("input_ids", "attention_mask", "labels", "prefix_mask", "position_ids")
+    batch: dict[str, list] = {k: [] for k in (*keys, "sequence_ids")}
+    blocks: list[int] = []
+    for row in rows:
+        cols = {k: [] for k in batch}
+        for j, e in enumerate(row):
+            n = len(e.input_ids)
+            cols["input_ids"] += e.input_ids
+            cols["attention_mask"] += [1] * n
+            cols["labels"] += e.labels
+            cols["prefix_mask"] += [1] * e.prefix_len + [0] * (n - e.prefix_len)
+            cols["position_ids"] += range(n)
+            cols["sequence_ids"] += [j] * n
+            if e.prefix_len:
+                blocks += [e.preference_id] if isinstance(e.preference_id, int) else e.preference_id
+        pad = width - len(cols["input_ids"])
+        tails = {"input_ids": pad_id, "labels": IGNORE_INDEX, "sequence_ids": -1}
+        for key, values in cols.items():
+            batch[key].append(values + [tails.get(key, 0)] * pad)
+    out = {k: torch.tensor(v) for k, v in batch.items()}
+    out["prefix_mask"] = out["prefix_mask"].bool()
+    out["preference_ids"] = preference_ids([row[0].preference_id for row in rows])
+    out["prefix_blocks"] = torch.tensor(blocks, dtype=torch.long)
+    return out
+
+
+def as_attention_mask(allowed: torch.Tensor, attn_implementation: str, dtype) -> torch.Tensor:
+    """A boolean B x 1 x L x L mask as the implementation takes it: SDPA the boolean one,
+    eager an additive one in the model's dtype."""
+    if attn_implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
+def packed_attention_mask(
+    sequence_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """None for FlashAttention-2 (it finds the sequences from the position ids); else the
+    causal block-diagonal mask, boolean for SDPA, additive for eager."""
+    if attn_implementation == "flash_attention_2":
+        return None
+    width = sequence_ids.shape[1]
+    index = torch.arange(width, device=sequence_ids.device)
+    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
+    allowed = (same & (index[None, :] <= index[:, None]))[:, None]
+    return as_attention_mask(allowed, attn_implementation, dtype)
 
 
 def preference_ids(ids: Sequence[int | tuple[int, ...]]) -> torch.Tensor:

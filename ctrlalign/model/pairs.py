@@ -24,7 +24,12 @@ from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.data import Record
 from ctrlalign.model.controlled_lm import ControlledLM
-from ctrlalign.model.layout import prompt_ids, response_ids
+from ctrlalign.model.layout import (
+    as_attention_mask,
+    packed_attention_mask,
+    prompt_ids,
+    response_ids,
+)
 from ctrlalign.model.logprobs import lm_logits
 
 PAIR_INPUTS = ("input_ids", "position_ids", "segment_ids", "source", "targets", "owner")
@@ -125,17 +130,7 @@ def pair_attention_mask(segment_ids: torch.Tensor, attn_implementation: str, dty
     index = torch.arange(width, device=segment_ids.device)
     query, key = segment_ids[:, :, None], segment_ids[:, None, :]
     allowed = (index[None, :] <= index[:, None]) & ((key == PROMPT) | (key == query)) & (key != PAD)
-    return _as_attention_mask(allowed[:, None], attn_implementation, dtype)
-
-
-def _as_attention_mask(allowed: torch.Tensor, attn_implementation: str, dtype) -> torch.Tensor:
-    """A boolean B x 1 x L x L mask as the implementation takes it: SDPA the boolean one,
-    eager an additive one in the model's dtype."""
-    if attn_implementation == "sdpa":
-        return allowed
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min
-    )
+    return as_attention_mask(allowed[:, None], attn_implementation, dtype)
 
 
 def pair_logps(
@@ -179,20 +174,6 @@ def collate_packed_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[s
         "owner": torch.tensor(owner),
         **_per_pair(examples),
     }
-
-
-def packed_attention_mask(
-    sequence_ids: torch.Tensor, attn_implementation: str, dtype: torch.dtype
-) -> torch.Tensor | None:
-    """None for FlashAttention-2 (it finds the sequences from the position ids); else the
-    causal block-diagonal mask, boolean for SDPA, additive for eager."""
-    if attn_implementation == "flash_attention_2":
-        return None
-    width = sequence_ids.shape[1]
-    index = torch.arange(width, device=sequence_ids.device)
-    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]
-    allowed = (same & (index[None, :] <= index[:, None]))[:, None]
-    return _as_attention_mask(allowed, attn_implementation, dtype)
 
 
 def _response_sums(

@@ -142,6 +142,12 @@ class TrainConfig(ConfigBase):
     )
     warmup_ratio: float = option(0.0, "share of the steps spent warming the learning rate up")
     max_length: int = option(512, "longest example in tokens; longer ones are dropped, counted")
+    packing: bool = option(
+        False,
+        "conditional-LM methods: pack each micro-batch's examples of one preference into "
+        "rows (no longer than its longest example) instead of padding; same loss, fewer "
+        "padding tokens computed",
+    )
     max_steps: int = option(-1, "stop each step after this many optimiser steps (-1: epochs)")
     max_examples: int | None = option(None, "train on the first N records only")
     eval_fraction: float = option(0.05, "share of records held out (never trained on)")
@@ -237,6 +243,11 @@ class TrainConfig(ConfigBase):
                 f"{self.method} trains two steps, which DeepSpeed ZeRO-3 cannot run in one "
                 "launch: pass --stages first or --stages second, or launch with "
                 "configs/accelerate/zero2.yaml or fsdp.yaml"
+            )
+        if self.packing and METHODS[self.method].recipe != "meet":
+            raise ValueError(
+                f"--packing is for the conditional-LM methods; {self.method} picks its pair "
+                "layout from the attention implementation (packed under FlashAttention-2)"
             )
         self._validate_preference_options()
 

@@ -29,7 +29,13 @@ from ctrlalign.data.io import write_atomic
 from ctrlalign.data.records import blend_parts
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.device import resolve_attn, resolve_device
-from ctrlalign.model.layout import Example, collate, encode_records
+from ctrlalign.model.layout import (
+    Example,
+    collate,
+    collate_packed,
+    encode_records,
+    packed_attention_mask,
+)
 from ctrlalign.model.loading import load_model
 from ctrlalign.model.logprobs import count_labels
 from ctrlalign.model.rundir import save_run
@@ -348,10 +354,23 @@ class ConditionalLMObjective(nn.Module):
         preference_ids: torch.Tensor,
         prefix_mask: torch.Tensor | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
+        position_ids: torch.Tensor | None = None,
+        sequence_ids: torch.Tensor | None = None,
+        prefix_blocks: torch.Tensor | None = None,
         **_: object,
     ) -> dict[str, torch.Tensor]:
+        if sequence_ids is not None:  # collate_packed: attention stays inside each example
+            dtype = self.model.base.get_input_embeddings().weight.dtype
+            impl = self.model.config._attn_implementation
+            attention_mask = packed_attention_mask(sequence_ids, impl, dtype)
         logps, _rows = self.model.token_logps(
-            input_ids, attention_mask, labels, prefix_mask, preference_ids
+            input_ids,
+            attention_mask,
+            labels,
+            prefix_mask,
+            preference_ids,
+            position_ids,
+            prefix_blocks,
         )
         if num_items_in_batch is None:
             num_items_in_batch = count_labels(labels)
@@ -423,7 +442,11 @@ def fit_conditional(
     )
     dropped = train_enc.dropped_too_long + eval_enc.dropped_too_long
     metrics = data_metrics(len(train_enc.examples), len(eval_enc.examples), dropped, train_data)
-    collator = partial(collate, pad_id=tokenizer.pad_token_id)
+    pad = tokenizer.pad_token_id
+    if config.packing:
+        collator = partial(collate_packed, pad_id=pad, width=config.max_length)
+    else:
+        collator = partial(collate, pad_id=pad)
     for stage in config.stage_list:
         first = stage == "first"
         params, handles = stage_params(stage)
