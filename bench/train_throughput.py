@@ -10,6 +10,8 @@ max length, fp32 and torch threads:
   (``ControlledLM`` + ``run_stage`` / ``training_arguments``, the real ``ControlTrainer``),
   step 1 training only the control (LM frozen, lr 1e-3), step 2 LM + control (lr 2e-5).
   Prompt controls have nothing to train in step 1, so they only run step 2.
+- ``soft-prompt-step2-packed``, ``lora-step2-packed``: the same with ``--packing`` (examples
+  of one preference packed into rows of at most ``--max-length`` tokens, no padding between).
 - ``trl-sft``: TRL's ``SFTTrainer`` with a prompt/completion (conversational) dataset and
   ``completion_only_loss=True``, configured as its best CPU user would: fp32 (``bf16=False``),
   ``gradient_checkpointing=False`` (TRL defaults to bf16 + checkpointing, ~10x slower here).
@@ -56,6 +58,8 @@ OURS = {
     "soft-prompt-step2": ("soft-prompt", "second"),
     "lora-step1": ("lora", "first"),
     "lora-step2": ("lora", "second"),
+    "soft-prompt-step2-packed": ("soft-prompt", "second"),
+    "lora-step2-packed": ("lora", "second"),
 }
 WORKERS = ("trl-sft", *OURS)
 CONTROLS = ("prompt", "soft-prompt", "lora")
@@ -144,7 +148,7 @@ def select_records(args: argparse.Namespace, tokenizer):
 def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMeter, dict]:
     from ctrlalign.model.controlled_lm import ControlledLM
     from ctrlalign.model.controls import build_control
-    from ctrlalign.model.layout import collate, encode_records
+    from ctrlalign.model.layout import collate, collate_packed, encode_records
     from ctrlalign.model.loading import load_model
     from ctrlalign.training.config import TrainConfig
     from ctrlalign.training.stage import (
@@ -156,6 +160,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
 
     kind, stage = OURS[name]
     first = stage == "first"
+    packing = name.endswith("-packed")
     lm, tokenizer = load_model(args.model)
     preferences, records = select_records(args, tokenizer)
     control = build_control(
@@ -182,6 +187,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         micro_batch_size=args.batch,
         max_length=args.max_length,
         max_steps=args.warmup + args.steps,
+        packing=packing,
     )
     config.validate()
     # as ctrlalign.training.meet.train does for one stage
@@ -208,7 +214,11 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         out_dir / "checkpoints" / stage,
         targs,
         encoded.examples,
-        partial(collate, pad_id=tokenizer.pad_token_id),
+        (
+            partial(collate_packed, pad_id=tokenizer.pad_token_id, width=args.max_length)
+            if packing
+            else partial(collate, pad_id=tokenizer.pad_token_id)
+        ),
         trainer_cls=BenchTrainer,
     )
     for handle in handles:
@@ -217,6 +227,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         "trainer": "ctrlalign ControlTrainer via run_stage",
         "control": kind,
         "stage": stage,
+        "packing": packing,
         "learning_rate": targs.learning_rate,
         "trainable_parameters": metrics["trainable_parameters"],
         "lm_frozen": first,
