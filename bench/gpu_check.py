@@ -242,11 +242,14 @@ def train_check(model_dir: Path, data: str, out: Path, method: str, steps: int, 
 
 
 def launch_train(
-    config_file: str, model_dir: Path, data: str, out: Path, steps: int, stages: str = "both"
+    config_file: str | None, model_dir: Path, data: str, out: Path, steps: int, stages: str
 ) -> None:
-    """meet-lora through ``accelerate launch`` with one of the repo's configs, one process."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
-    command += [str(REPO / "configs" / "accelerate" / config_file), "--num_processes", "1"]
+    """meet-lora through ``accelerate launch`` with one of the repo's configs and one
+    process, or (``config_file`` None) in this Python without a launcher."""
+    command = [sys.executable]
+    if config_file is not None:
+        command += ["-m", "accelerate.commands.launch", "--config_file"]
+        command += [str(REPO / "configs" / "accelerate" / config_file), "--num_processes", "1"]
     command += ["-m", "ctrlalign.cli", "train", "--data", data, "--method", "meet-lora"]
     command += ["--model", str(model_dir), "--output", str(out), "--max-steps", str(steps)]
     command += ["--batch-size", "8", "--micro-batch-size", "8", "--eval-fraction", "0"]
@@ -259,7 +262,7 @@ def launch_train(
 def zero2_check(model_dir: Path, data: str, out: Path, steps: int) -> dict:
     if importlib.util.find_spec("deepspeed") is None:
         return {"skipped": "deepspeed is not installed"}
-    launch_train("zero2.yaml", model_dir, data, out, steps)
+    launch_train("zero2.yaml", model_dir, data, out, steps, stages="both")
     return {"run_yaml": (out / "run.yaml").is_file()}
 
 
@@ -273,13 +276,7 @@ def zero3_check(model_dir: Path, data: str, root: Path, steps: int) -> dict:
 
     launch_train("zero3.yaml", model_dir, data, root / "zero3", steps, stages="second")
     plain = root / "zero3-plain"
-    subprocess.run(
-        [sys.executable, "-m", "ctrlalign.cli", "train", "--data", data, "--method", "meet-lora",
-         "--model", str(model_dir), "--output", str(plain), "--max-steps", str(steps),
-         "--batch-size", "8", "--micro-batch-size", "8", "--eval-fraction", "0",
-         "--lora-rank", "8", "--stages", "second"],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    launch_train(None, model_dir, data, plain, steps, stages="second")
     sharded = load_run(root / "zero3").model.state_dict()
     whole = load_run(plain).model.state_dict()
     shapes = {k: tuple(v.shape) for k, v in whole.items()}

@@ -35,7 +35,6 @@ import shutil
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -148,12 +147,13 @@ def select_records(args: argparse.Namespace, tokenizer):
 def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMeter, dict]:
     from ctrlalign.model.controlled_lm import ControlledLM
     from ctrlalign.model.controls import build_control
-    from ctrlalign.model.layout import collate, collate_packed, encode_records
+    from ctrlalign.model.layout import encode_records
     from ctrlalign.model.loading import load_model
     from ctrlalign.training.config import TrainConfig
     from ctrlalign.training.stage import (
         ConditionalLMObjective,
         ControlTrainer,
+        conditional_collator,
         run_stage,
         training_arguments,
     )
@@ -214,11 +214,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         out_dir / "checkpoints" / stage,
         targs,
         encoded.examples,
-        (
-            partial(collate_packed, pad_id=tokenizer.pad_token_id, width=args.max_length)
-            if packing
-            else partial(collate, pad_id=tokenizer.pad_token_id)
-        ),
+        conditional_collator(config, tokenizer.pad_token_id),
         trainer_cls=BenchTrainer,
     )
     for handle in handles:

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ctrlalign.model.controls import Control
 from ctrlalign.model.identity_layer import IdentityLayer, find_identity_layer
+from ctrlalign.model.layout import packed_attention_mask
 from ctrlalign.model.logprobs import lm_logits, response_logps
 
 
@@ -69,6 +70,11 @@ class ControlledLM(nn.Module):
                 "(on a MEET run use --alpha with --preference and --against)"
             )
         return contextlib.nullcontext()
+
+    def packed_mask(self, sequence_ids: torch.Tensor) -> torch.Tensor | None:
+        """The attention mask of a packed batch, as this model's attention takes it."""
+        dtype = self.base.get_input_embeddings().weight.dtype
+        return packed_attention_mask(sequence_ids, self.config._attn_implementation, dtype)
 
     def embed(
         self,

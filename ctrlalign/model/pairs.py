@@ -26,7 +26,6 @@ from ctrlalign.data import Record
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.layout import (
     as_attention_mask,
-    packed_attention_mask,
     prompt_ids,
     response_ids,
 )
@@ -210,8 +209,7 @@ def packed_pair_logps(
     owner: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probs of the chosen and of the rejected responses, packed layout."""
-    embeds_dtype = model.base.get_input_embeddings().weight.dtype
-    mask = packed_attention_mask(sequence_ids, model.config._attn_implementation, embeds_dtype)
+    mask = model.packed_mask(sequence_ids)
     pairs = int(sequence_ids.max()) // 2 + 1
     return _response_sums(model, input_ids, mask, position_ids, source, targets, owner, pairs)
 

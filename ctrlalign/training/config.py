@@ -145,8 +145,8 @@ class TrainConfig(ConfigBase):
     packing: bool = option(
         False,
         "conditional-LM methods: pack each micro-batch's examples of one preference into "
-        "rows (no longer than its longest example) instead of padding; same loss, fewer "
-        "padding tokens computed",
+        "rows of at most --max-length tokens instead of padding; same loss, fewer padding "
+        "tokens computed",
     )
     max_steps: int = option(-1, "stop each step after this many optimiser steps (-1: epochs)")
     max_examples: int | None = option(None, "train on the first N records only")

@@ -34,7 +34,6 @@ from ctrlalign.model.layout import (
     collate,
     collate_packed,
     encode_records,
-    packed_attention_mask,
 )
 from ctrlalign.model.loading import load_model
 from ctrlalign.model.logprobs import count_labels
@@ -360,9 +359,7 @@ class ConditionalLMObjective(nn.Module):
         **_: object,
     ) -> dict[str, torch.Tensor]:
         if sequence_ids is not None:  # collate_packed: attention stays inside each example
-            dtype = self.model.base.get_input_embeddings().weight.dtype
-            impl = self.model.config._attn_implementation
-            attention_mask = packed_attention_mask(sequence_ids, impl, dtype)
+            attention_mask = self.model.packed_mask(sequence_ids)
         logps, _rows = self.model.token_logps(
             input_ids,
             attention_mask,
@@ -417,6 +414,14 @@ def data_metrics(
     }
 
 
+def conditional_collator(config: TrainConfig, pad_id: int) -> Callable[..., dict]:
+    """The batch layout of ``--packing``: rows of packed examples up to ``--max-length``
+    tokens, or every example padded to the longest."""
+    if config.packing:
+        return partial(collate_packed, pad_id=pad_id, width=config.max_length)
+    return partial(collate, pad_id=pad_id)
+
+
 def fit_conditional(
     config: TrainConfig,
     model: ControlledLM,
@@ -442,11 +447,7 @@ def fit_conditional(
     )
     dropped = train_enc.dropped_too_long + eval_enc.dropped_too_long
     metrics = data_metrics(len(train_enc.examples), len(eval_enc.examples), dropped, train_data)
-    pad = tokenizer.pad_token_id
-    if config.packing:
-        collator = partial(collate_packed, pad_id=pad, width=config.max_length)
-    else:
-        collator = partial(collate, pad_id=pad)
+    collator = conditional_collator(config, tokenizer.pad_token_id)
     for stage in config.stage_list:
         first = stage == "first"
         params, handles = stage_params(stage)
