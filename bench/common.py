@@ -150,6 +150,40 @@ class CountingCollator:
         return batch
 
 
+class ProfileStep(TrainerCallback):
+    """Runs optimizer step ``step`` (1-based) under ``torch.profiler`` and keeps its top
+    operators by self CPU time: where a step's time goes, for a target that falls short.
+    The profiled step is an extra one after the timed steps (the profiler slows it)."""
+
+    def __init__(self, step: int, top: int = 15):
+        self.step, self.top = step, top
+        self.profiler: torch.profiler.profile | None = None
+        self.table: list[dict] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step + 1 == self.step:
+            self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            self.profiler.__enter__()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.profiler is None or state.global_step != self.step:
+            return
+        self.profiler.__exit__(None, None, None)
+        events = self.profiler.key_averages()
+        total = sum(e.self_cpu_time_total for e in events) or 1.0
+        ranked = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+        self.table = [
+            {
+                "op": e.key,
+                "self_cpu_ms": round(e.self_cpu_time_total / 1000, 1),
+                "share": round(e.self_cpu_time_total / total, 3),
+                "calls": e.count,
+            }
+            for e in ranked[: self.top]
+        ]
+        self.profiler = None
+
+
 @dataclass
 class StepMeter(TrainerCallback):
     """Step clock + memory sampler, as a Trainer callback."""
@@ -160,9 +194,12 @@ class StepMeter(TrainerCallback):
     train_begin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     threads_in_loop: int = 0
     max_steps: int = 0
+    accumulation: int = 1  # micro-batches (collator calls) per optimizer step
+    last_step: int = 0  # the step after which memory stops being sampled (0: the last one)
+    profile: ProfileStep | None = None  # a step to profile, added by ``instrument``
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.max_steps = state.max_steps
+        self.max_steps = self.last_step or state.max_steps
         self.sampler.start()  # baseline: model, data, trainer and optimizer built, no step run
         self.train_begin = clocks()
 
@@ -175,17 +212,31 @@ class StepMeter(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.sampler.stop()
 
-    def summary(self, warmup: int) -> dict:
-        """Throughput over the steps after ``warmup``; memory over the whole step loop."""
-        steps = len(self.step_ends)
-        if steps <= warmup:
-            raise RuntimeError(f"only {steps} steps ran; need more than {warmup} warm-up steps")
-        if len(self.batches) != steps:
+    def summary(self, warmup: int, timed: int | None = None) -> dict:
+        """Throughput over the ``timed`` steps after ``warmup`` (all the rest when None: a
+        profiled step after them is left out); memory over the whole step loop."""
+        steps = len(self.step_ends) if timed is None else warmup + timed
+        if steps <= warmup or steps > len(self.step_ends):
             raise RuntimeError(
-                f"{len(self.batches)} batches for {steps} optimizer steps: the benchmark assumes "
-                "one batch per step (no gradient accumulation)"
+                f"{len(self.step_ends)} steps ran; need {warmup} warm-up + {timed} timed steps"
             )
-        marks = [self.train_begin, *self.step_ends]
+        micro = self.accumulation
+        if len(self.batches) < micro * len(self.step_ends):
+            raise RuntimeError(
+                f"{len(self.batches)} batches for {len(self.step_ends)} optimizer steps of "
+                f"{micro} micro-batches each"
+            )
+        counts = []
+        for i in range(len(self.step_ends)):
+            part = self.batches[i * micro : (i + 1) * micro]
+            counts.append(
+                BatchCount(
+                    sum(b.tokens for b in part),
+                    sum(b.loss_tokens for b in part),
+                    sum(b.padded for b in part),
+                )
+            )
+        marks = [self.train_begin, *self.step_ends][: steps + 1]
         wall = [marks[i + 1][0] - marks[i][0] for i in range(steps)]
         cpu = [marks[i + 1][1] - marks[i][1] for i in range(steps)]
         timed = range(warmup, steps)
@@ -193,16 +244,16 @@ class StepMeter(TrainerCallback):
         cpu_seconds = sum(cpu[i] for i in timed)
         machine_busy = marks[-1][2] - marks[warmup][2]
         others = max(machine_busy - cpu_seconds, 0.0) / (seconds * (os.cpu_count() or 1))
-        tokens = sum(self.batches[i].tokens for i in timed)
-        loss_tokens = sum(self.batches[i].loss_tokens for i in timed)
-        padded = sum(self.batches[i].padded for i in timed)
+        tokens = sum(counts[i].tokens for i in timed)
+        loss_tokens = sum(counts[i].loss_tokens for i in timed)
+        padded = sum(counts[i].padded for i in timed)
         mib = 1024 * 1024
         return {
             "warmup_steps": warmup,
             "timed_steps": len(timed),
             "step_seconds": [round(w, 3) for w in wall],
-            "step_tokens": [b.tokens for b in self.batches],
-            "step_response_tokens": [b.loss_tokens for b in self.batches],
+            "step_tokens": [b.tokens for b in counts[:steps]],
+            "step_response_tokens": [b.loss_tokens for b in counts[:steps]],
             "timed_seconds": round(seconds, 3),
             "timed_tokens": tokens,
             "timed_response_tokens": loss_tokens,
@@ -224,7 +275,14 @@ class StepMeter(TrainerCallback):
 def instrument(trainer, meter: StepMeter):
     """Count every batch the trainer collates and time its steps; returns the trainer."""
     trainer.data_collator = CountingCollator(trainer.data_collator, meter.batches)
+    return add_callbacks(trainer, meter)
+
+
+def add_callbacks(trainer, meter: StepMeter):
+    """Time the trainer's steps with ``meter`` (and profile its step, if it has one)."""
     trainer.add_callback(meter)
+    if meter.profile:
+        trainer.add_callback(meter.profile)
     return trainer
 
 
@@ -290,6 +348,58 @@ def run_worker(script: Path, name: str, argv: list[str], timeout: float | None =
         return json.loads(Path(out).read_text())
     finally:
         Path(out).unlink(missing_ok=True)
+
+
+def run_rounds(
+    script: Path,
+    names: list[str],
+    argv: list[str],
+    rounds: int,
+    quiet: tuple[float, float],
+    last_round_argv: list[str] = (),
+) -> dict[str, dict]:
+    """Every configuration in ``names`` once per round, rounds interleaved (A B A B, so a
+    slow spell of a shared machine hits all of them), each run in a fresh process after
+    waiting for other jobs to go quiet (``quiet``: share threshold, longest wait). Keeps each
+    configuration's fastest round, with every round's figures beside it; the last round gets
+    ``last_round_argv`` too (a profiled step, which does not change the timed ones)."""
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        extra = list(last_round_argv) if round_ == rounds - 1 else []
+        for name in names:
+            waited, share = wait_for_quiet(*quiet)
+            print(f"[bench] round {round_ + 1}: {name} ...", flush=True)
+            r = run_worker(script, name, [*argv, *extra])
+            r.update(round=round_ + 1, waited_for_quiet_s=waited, others_cpu_share_at_start=share)
+            runs[name].append(r)
+            print(
+                f"[bench] {name}: {r['tokens_per_s']:.1f} tok/s, {r['seconds_per_step']:.2f} "
+                f"s/step, {r['tokens_per_cpu_s']:.1f} tok/CPU-s, peak RSS "
+                f"+{r['rss_peak_delta_mib']:.0f} MiB, others used "
+                f"{r['other_processes_cpu_share']:.0%} of the CPUs",
+                flush=True,
+            )
+    configs = {}
+    for name, tries in runs.items():
+        best = dict(max(tries, key=lambda r: r["tokens_per_s"]))
+        best["profile"] = next((r["profile"] for r in tries if r.get("profile")), [])
+        best["all_rounds"] = [
+            {
+                key: r[key]
+                for key in (
+                    "round",
+                    "tokens_per_s",
+                    "tokens_per_cpu_s",
+                    "seconds_per_step",
+                    "step_seconds",
+                    "other_processes_cpu_share",
+                    "rss_peak_delta_mib",
+                )
+            }
+            for r in tries
+        ]
+        configs[name] = best
+    return configs
 
 
 def write_json_atomic(path: Path, data: dict) -> Path:

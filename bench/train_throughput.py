@@ -15,6 +15,19 @@ max length, fp32 and torch threads:
 - ``trl-sft``: TRL's ``SFTTrainer`` with a prompt/completion (conversational) dataset and
   ``completion_only_loss=True``, configured as its best CPU user would: fp32 (``bf16=False``),
   ``gradient_checkpointing=False`` (TRL defaults to bf16 + checkpointing, ~10x slower here).
+- ``trl-sft-padfree``: the same with ``padding_free=True``, TRL's fastest option here: a
+  batch is one row of its examples end to end with restarting position ids, which
+  transformers turns into a block-diagonal mask on SDPA (``find_packed_sequence_indices``),
+  so no pad token is computed. (TRL's ``packing`` also packs whole examples across steps,
+  which changes what a step holds; ``padding_free`` keeps the same examples per step.)
+
+``--levels K`` trains on quantised-score data of K preferences instead of HH-RLHF's two:
+the same examples, written as ``scores`` rows whose score is the example's index modulo K
+and read through the ``scores:`` loader into K levels, so a batch mixes up to K LoRA
+adapters (or soft prompts). ``--accumulation N`` splits each optimizer step of ``--batch``
+examples into N micro-batches (TRL the same way). Every configuration's last round runs one
+more step under ``torch.profiler`` and records its top operators (``profile``), which the
+timed steps do not include.
 
 Every configuration runs ``--rounds`` times, interleaved, and keeps its fastest round: on a
 shared machine other jobs only ever slow a run down. Each trainer reads the batches in dataset
@@ -41,12 +54,12 @@ import torch
 from common import (
     HH_TEST,
     REPO,
+    ProfileStep,
     StepMeter,
     instrument,
     require_file,
     run_header,
-    run_worker,
-    wait_for_quiet,
+    run_rounds,
     write_json_atomic,
 )
 
@@ -60,9 +73,11 @@ OURS = {
     "soft-prompt-step2-packed": ("soft-prompt", "second"),
     "lora-step2-packed": ("lora", "second"),
 }
-WORKERS = ("trl-sft", *OURS)
+TRL = ("trl-sft", "trl-sft-padfree")
+WORKERS = (*TRL, *OURS)
 CONTROLS = ("prompt", "soft-prompt", "lora")
-TARGET_VS_TRL = 1.0  # ours_step2 / trl tokens per second, at least
+TARGET_VS_TRL = 2.0  # ours_step2 / TRL's fastest tokens per second, at least
+TARGET_RSS_VS_TRL = 0.6  # ours_step2 / TRL's peak RSS delta, at most
 TARGET_STEP1_VS_STEP2 = 0.75  # step-1 seconds per token / step-2 seconds per token, at most
 # room left in max_length for the longest control prefix (soft prompt, or the hand-written
 # prompt) and the one extra token TRL's chat template puts after the end of turn
@@ -74,6 +89,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="timed optimizer steps per config")
     p.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first (>=1)")
     p.add_argument("--batch", type=int, default=4, help="examples per optimizer step")
+    p.add_argument(
+        "--accumulation",
+        type=int,
+        default=1,
+        help="micro-batches per optimizer step (divides --batch)",
+    )
+    p.add_argument(
+        "--levels",
+        type=int,
+        default=0,
+        help="train on quantised-score data of this many preferences (0: HH-RLHF's good/bad)",
+    )
     p.add_argument("--max-length", type=int, default=512, help="longest example, in tokens")
     p.add_argument("--soft-prompt-length", type=int, default=20)
     p.add_argument("--lora-rank", type=int, default=4)
@@ -107,21 +134,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.warmup < 1 or args.steps < 1 or args.rounds < 1:
         p.error("--warmup, --steps and --rounds must be at least 1")
+    if args.accumulation < 1 or args.batch % args.accumulation:
+        p.error(f"--accumulation {args.accumulation} must divide --batch {args.batch}")
+    if args.levels == 1 or args.levels < 0:
+        p.error("--levels must be 0 (HH-RLHF's pairs) or at least 2")
     return args
 
 
 def n_examples(args: argparse.Namespace) -> int:
-    return (args.warmup + args.steps) * args.batch
+    return total_steps(args) * args.batch
 
 
-def select_records(args: argparse.Namespace, tokenizer):
+def select_records(args: argparse.Namespace, tokenizer, scratch: Path):
     """The first HH-RLHF records whose both responses fit, with any control, in max_length.
 
     Each record gives two examples (chosen -> ``good``, rejected -> ``bad``), in file order,
     so every configuration and TRL train on the very same token sequences up to the prefix.
+    With ``--levels K`` the same examples, in the same order, become ``scores`` rows (score:
+    index modulo K) in ``scratch`` and come back through the loader as K quantised levels.
     """
     from ctrlalign.data import load_preference_data
     from ctrlalign.model.layout import encode
@@ -137,8 +171,22 @@ def select_records(args: argparse.Namespace, tokenizer):
         if len(lengths) == 2 and max(lengths) <= budget:
             records.append(record)
         if 2 * len(records) >= n_examples(args):
-            return data.preferences, records
-    sys.exit(f"error: not enough HH-RLHF records fit in --max-length {args.max_length}")
+            break
+    else:
+        sys.exit(f"error: not enough HH-RLHF records fit in --max-length {args.max_length}")
+    if not args.levels:
+        return data.preferences, records
+    rows = [
+        {"prompt": record.chat, "response": text}
+        for record in records
+        for text in record.responses.values()
+    ]
+    path = scratch / "scores.jsonl"
+    path.write_text(
+        "".join(json.dumps({**r, "score": i % args.levels}) + "\n" for i, r in enumerate(rows))
+    )
+    scored = load_preference_data(f"scores:{path}", levels=args.levels)
+    return scored.preferences, scored.records
 
 
 # ----------------------------------------------------------------------------- workers
@@ -162,7 +210,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
     first = stage == "first"
     packing = name.endswith("-packed")
     lm, tokenizer = load_model(args.model)
-    preferences, records = select_records(args, tokenizer)
+    preferences, records = select_records(args, tokenizer, out_dir)
     control = build_control(
         kind,
         preferences,
@@ -184,9 +232,9 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         soft_prompt_length=args.soft_prompt_length,
         lora_rank=args.lora_rank,
         batch_size=args.batch,
-        micro_batch_size=args.batch,
+        micro_batch_size=args.batch // args.accumulation,
         max_length=args.max_length,
-        max_steps=args.warmup + args.steps,
+        max_steps=total_steps(args),
         packing=packing,
     )
     config.validate()
@@ -201,7 +249,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
     )
     targs.train_sampling_strategy = "sequential"
     targs.disable_tqdm = True
-    meter = StepMeter()
+    meter = meter_for(args)
 
     class BenchTrainer(ControlTrainer):
         def __init__(self, *a, **kw):
@@ -229,6 +277,8 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         "lm_frozen": first,
         "bf16": targs.bf16,
         "max_grad_norm": targs.max_grad_norm,
+        "optimizer": str(targs.optim),
+        "preferences": len(preferences),
     }
     if kind == "soft-prompt":
         info["soft_prompt_length"] = args.soft_prompt_length
@@ -238,14 +288,14 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
     return meter, info
 
 
-def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
+def run_trl(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMeter, dict]:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     from ctrlalign.model.loading import load_model
 
     lm, tokenizer = load_model(args.model)
-    _, records = select_records(args, tokenizer)
+    _, records = select_records(args, tokenizer, out_dir)
     rows = [
         {"prompt": record.chat, "completion": [{"role": "assistant", "content": text}]}
         for record in records
@@ -253,17 +303,18 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     ]
     sft = SFTConfig(
         output_dir=str(out_dir),
-        per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1,
-        max_steps=args.warmup + args.steps,
+        per_device_train_batch_size=args.batch // args.accumulation,
+        gradient_accumulation_steps=args.accumulation,
+        max_steps=total_steps(args),
         learning_rate=2e-5,
         lr_scheduler_type="linear",
         warmup_steps=0,
         weight_decay=0.0,
-        max_length=args.max_length,
+        # padding_free refuses a max_length it would not enforce; the selection already fits
+        max_length=None if name == "trl-sft-padfree" else args.max_length,
         completion_only_loss=True,
         packing=False,
-        padding_free=False,
+        padding_free=name == "trl-sft-padfree",
         bf16=False,
         fp16=False,
         gradient_checkpointing=False,
@@ -282,7 +333,7 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
     if longest > args.max_length:
         raise RuntimeError(f"TRL would truncate: longest example {longest} > {args.max_length}")
-    meter = StepMeter()
+    meter = meter_for(args)
     instrument(trainer, meter)
     trainer.train()
     info = {
@@ -294,9 +345,26 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
         "bf16": sft.bf16,
         "gradient_checkpointing": sft.gradient_checkpointing,
         "padding_free": sft.padding_free,
+        "attn_implementation": lm.config._attn_implementation,
         "max_grad_norm": sft.max_grad_norm,
+        "optimizer": str(sft.optim),
     }
     return meter, info
+
+
+def total_steps(args: argparse.Namespace) -> int:
+    """Optimizer steps a worker runs: warm-up, timed, and the profiled one if asked."""
+    return args.warmup + args.steps + int(args.profile)
+
+
+def meter_for(args: argparse.Namespace) -> StepMeter:
+    """The step meter, measuring memory over the warm-up and timed steps only."""
+    timed = args.warmup + args.steps
+    return StepMeter(
+        accumulation=args.accumulation,
+        last_step=timed,
+        profile=ProfileStep(timed + 1) if args.profile else None,
+    )
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -304,13 +372,12 @@ def worker(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     out_dir = Path(tempfile.mkdtemp(prefix=f"bench-{args.worker}."))
     try:
-        if args.worker == "trl-sft":
-            meter, info = run_trl(args, out_dir)
-        else:
-            meter, info = run_ours(args, args.worker, out_dir)
+        run = run_trl if args.worker in TRL else run_ours
+        meter, info = run(args, args.worker, out_dir)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    result = {"name": args.worker, **info, **meter.summary(args.warmup)}
+    result = {"name": args.worker, **info, **meter.summary(args.warmup, args.steps)}
+    result["profile"] = meter.profile.table if meter.profile else []
     result["torch_threads"] = torch.get_num_threads()
     args.worker_out.write_text(json.dumps(result))
 
@@ -318,23 +385,46 @@ def worker(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- report
 
 
+def fastest(configs: dict[str, dict], names) -> str | None:
+    """The name of the configuration among ``names`` with the most tokens/s, if any ran."""
+    present = [n for n in names if n in configs]
+    return max(present, key=lambda n: configs[n]["tokens_per_s"]) if present else None
+
+
 def ratios(configs: dict[str, dict]) -> dict:
-    """The two targets per control, on wall-clock tokens/s (``value``, the one judged) and,
-    as a check against machine noise, on tokens per process-CPU second (``value_cpu``)."""
+    """The targets per control. Speed and memory compare ours' faster step-2 configuration
+    (padded or packed) with TRL's faster one (with or without ``padding_free``), on
+    wall-clock tokens/s (``value``, the one judged) and, as a check against machine noise, on
+    tokens per process-CPU second (``value_cpu``)."""
     out: dict[str, dict] = {}
-    trl = configs.get("trl-sft")
+    trl_name = fastest(configs, TRL)
+    trl = configs.get(trl_name)
     for kind in CONTROLS:
         s1, s2 = configs.get(f"{kind}-step1"), configs.get(f"{kind}-step2")
+        best_name = fastest(configs, (f"{kind}-step2", f"{kind}-step2-packed"))
+        best = configs.get(best_name)
         entry = {}
-        if s2 and trl:
-            value = s2["tokens_per_s"] / trl["tokens_per_s"]
+        if best and trl:
+            value = best["tokens_per_s"] / trl["tokens_per_s"]
+            cpu = best["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
             entry["step2_vs_trl"] = {
                 "value": round(value, 3),
-                "value_cpu": round(s2["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"], 3),
+                "value_cpu": round(cpu, 3),
                 "target": f">= {TARGET_VS_TRL}",
                 "met": value >= TARGET_VS_TRL,
-                "met_cpu": s2["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"] >= TARGET_VS_TRL,
-                "means": "ours step-2 tokens/s divided by TRL SFT tokens/s",
+                "met_cpu": cpu >= TARGET_VS_TRL,
+                "compared": [best_name, trl_name],
+                "means": "ours' faster step-2 tokens/s divided by TRL's faster SFT tokens/s",
+            }
+            rss = best["rss_peak_delta_mib"] / trl["rss_peak_delta_mib"]
+            entry["rss_vs_trl"] = {
+                "value": round(rss, 3),
+                "value_cpu": round(rss, 3),
+                "target": f"<= {TARGET_RSS_VS_TRL}",
+                "met": rss <= TARGET_RSS_VS_TRL,
+                "met_cpu": rss <= TARGET_RSS_VS_TRL,
+                "compared": [best_name, trl_name],
+                "means": "peak RSS delta of the same two configurations, ours over TRL's",
             }
         if s1 and s2:
             value = s2["tokens_per_s"] / s1["tokens_per_s"]
@@ -361,7 +451,7 @@ def table(results: dict) -> str:
         steps = r["timed_steps"]
         trains = (
             "LM (full), completion-only loss"
-            if name == "trl-sft"
+            if name in TRL
             else ("control only (LM frozen)" if r["lm_frozen"] else "LM + control")
         )
         rows.append(
@@ -373,15 +463,16 @@ def table(results: dict) -> str:
         )
     rows += [
         "",
-        "| control | ratio | target | wall-clock value | met | CPU-time value | met |",
-        "|---|---|---|---:|---|---:|---|",
+        "| control | ratio | compared | target | wall-clock value | met | CPU-time value | met |",
+        "|---|---|---|---|---:|---|---:|---|",
     ]
     yes = {True: "yes", False: "**no**", None: "-"}
     for kind, entry in results["ratios"].items():
         for key, r in entry.items():
+            compared = " / ".join(r.get("compared", []))
             rows.append(
-                f"| {kind} | {key} | {r['target']} | {r['value']:.2f} | {yes[r['met']]} "
-                f"| {r['value_cpu']:.2f} | {yes[r.get('met_cpu')]} |"
+                f"| {kind} | {key} | {compared} | {r['target']} | {r['value']:.2f} "
+                f"| {yes[r['met']]} | {r['value_cpu']:.2f} | {yes[r.get('met_cpu')]} |"
             )
     return "\n".join(rows)
 
@@ -402,38 +493,14 @@ def main() -> None:
         "--model", args.model, "--data", str(args.data),
     ]  # fmt: skip
     started = time.time()
-    names = args.only or WORKERS
-    runs: dict[str, list[dict]] = {name: [] for name in names}
-    for round_ in range(args.rounds):
-        for name in names:
-            waited, share = wait_for_quiet(args.quiet_threshold, args.max_quiet_wait)
-            print(f"[bench] round {round_ + 1}: {name} ...", flush=True)
-            r = run_worker(Path(__file__).resolve(), name, passed)
-            r.update(round=round_ + 1, waited_for_quiet_s=waited, others_cpu_share_at_start=share)
-            runs[name].append(r)
-            print(
-                f"[bench] {name}: {r['tokens_per_s']:.1f} tok/s, {r['seconds_per_step']:.2f} "
-                f"s/step, {r['tokens_per_cpu_s']:.1f} tok/CPU-s, peak RSS "
-                f"+{r['rss_peak_delta_mib']:.0f} MiB, others used "
-                f"{r['other_processes_cpu_share']:.0%} of the CPUs",
-                flush=True,
-            )
-    configs = {}
-    for name, tries in runs.items():
-        configs[name] = dict(max(tries, key=lambda r: r["tokens_per_s"]))
-        configs[name]["all_rounds"] = [
-            {
-                key: r[key]
-                for key in (
-                    "round",
-                    "tokens_per_s",
-                    "tokens_per_cpu_s",
-                    "other_processes_cpu_share",
-                    "rss_peak_delta_mib",
-                )
-            }
-            for r in tries
-        ]
+    configs = run_rounds(
+        Path(__file__).resolve(),
+        args.only or WORKERS,
+        [*passed, "--accumulation", str(args.accumulation), "--levels", str(args.levels)],
+        args.rounds,
+        (args.quiet_threshold, args.max_quiet_wait),
+        last_round_argv=["--profile"],
+    )
     results = {
         **run_header("train_throughput", started),
         "setup": {
@@ -442,7 +509,9 @@ def main() -> None:
             "examples": n_examples(args),
             "example_order": "file order; each record gives its chosen and rejected response",
             "batch_size": args.batch,
-            "gradient_accumulation_steps": 1,
+            "gradient_accumulation_steps": args.accumulation,
+            "preferences": args.levels or 2,
+            "data_kind": f"scores, {args.levels} levels" if args.levels else "hh-rlhf pairs",
             "max_length": args.max_length,
             "warmup_steps": args.warmup,
             "timed_steps": args.steps,

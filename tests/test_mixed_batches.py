@@ -288,3 +288,34 @@ def test_lora_per_row_of_one_preference_is_a_plain_forward(controlled):
     routed = model.control.per_row(["warm", "terse"])  # two rows routed, three given
     with pytest.raises(ValueError, match="routes 2 rows"), torch.no_grad(), routed:
         model.lm(input_ids=ids)
+
+
+def test_lora_per_token_routes_each_token_and_refuses_what_it_cannot(controlled):
+    """One adapter throughout is PEFT's plain forward; two rows of tokens each wholly of one
+    preference equal those rows routed per row; unknown ids and a mismatched input fail."""
+    model, _ = controlled("lora", preferences=MANY, lora_random=True)
+    model.eval()
+    ids = torch.randint(0, 1000, (2, 5), generator=torch.Generator().manual_seed(2))
+    warm, terse = MANY.index("warm"), MANY.index("terse")
+    with torch.no_grad():
+        with model.control.per_token(torch.full((2, 5), warm)):
+            assert not any("forward" in vars(m) for m in model.lm.modules())
+            one = model.lm(input_ids=ids).logits
+        with model.control.use("warm"):
+            assert torch.equal(one, model.lm(input_ids=ids).logits)
+        owners = torch.tensor([[warm] * 5, [terse] * 5])
+        with model.control.per_token(owners):
+            tokens = model.lm(input_ids=ids).logits
+        with model.control.per_row(["warm", "terse"]):
+            rows = model.lm(input_ids=ids).logits
+    # the same products (the other adapters' columns add exact zeros), blocked differently
+    atol = fp32_sum_tolerance(model.lm.config.intermediate_size, rows)
+    torch.testing.assert_close(tokens, rows, rtol=0, atol=atol)
+    with (
+        pytest.raises(ValueError, match="this run knows"),
+        model.control.per_token(torch.full((2, 5), len(MANY))),
+    ):
+        pass
+    mixed = model.control.per_token(owners[:, :4])
+    with pytest.raises(ValueError, match="routes 2 x 4 tokens"), torch.no_grad(), mixed:
+        model.lm(input_ids=ids)

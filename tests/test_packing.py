@@ -4,6 +4,7 @@ gradients, with attention kept inside each example."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -62,7 +63,11 @@ def test_packed_batch_loss_and_gradients_equal_the_padded_batch(kind, attn, cont
     packed = collate_packed(examples, tok.pad_token_id, width)
     assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]
     assert packed["input_ids"].shape[1] <= width
+    assert_equal_to_padded(model, examples, padded, packed)
 
+
+def assert_equal_to_padded(model, examples, padded, packed):
+    """The packed batch's loss and every gradient equal the padded batch's."""
     loss, grads, total = loss_and_grads(model, padded)
     packed_loss, packed_grads, packed_total = loss_and_grads(model, packed)
     assert packed_total == total
@@ -79,21 +84,51 @@ def test_packed_batch_loss_and_gradients_equal_the_padded_batch(kind, attn, cont
     assert reached > 10, "gradients reach the model"
 
 
-def test_rows_hold_one_preference_and_fit_the_width(controlled):
+def test_packed_rows_mixing_many_lora_preferences_and_blends_equal_the_padded_batch(
+    controlled,
+):
+    """Four LoRA adapters and two-part blends packed together: every token goes through its
+    own example's adapters (``per_token``), as the padded batch's rows do (``per_row``)."""
+    names = ("good", "bad", "warm", "terse")
+    model, tok = controlled("lora", preferences=names, lora_random=True)
+    model.eval()
+    model.requires_grad_(True)
+    blends = [3, (0, 2), 1, (1, 3), 0, 2, (0, 2)]
+    examples = [
+        replace(e, preference_id=blend)
+        for e, blend in zip(examples_for(model, tok), blends, strict=True)
+    ]
+    padded = collate(examples, tok.pad_token_id)
+    packed = collate_packed(examples, tok.pad_token_id, 3 * padded["input_ids"].shape[1])
+    owners = packed["token_preference_ids"]
+    assert owners.shape == (*packed["input_ids"].shape, 2)
+    mixed = [len({tuple(t) for t in row[seq >= 0].tolist()}) for row, seq in
+             zip(owners, packed["sequence_ids"], strict=True)]  # fmt: skip
+    assert max(mixed) >= 3, "a row mixes adapters and blends"
+    assert_equal_to_padded(model, examples, padded, packed)
+
+
+def test_rows_fit_the_width_and_tokens_know_their_preference(controlled):
     model, tok = controlled("lora")
     examples = examples_for(model, tok)
     width = 2 * max(len(e.input_ids) for e in examples)
     rows = pack_rows(examples, width)
     assert sorted(id(e) for row in rows for e in row) == sorted(id(e) for e in examples)
     assert len(rows) < len(examples)
+    assert any(len({e.preference_id for e in row}) > 1 for row in rows), "rows mix preferences"
     for row in rows:
-        assert len({e.preference_id for e in row}) == 1
         assert sum(len(e.input_ids) for e in row) <= width
     batch = collate_packed(examples, tok.pad_token_id, width)
     # positions restart at every example; the padding tail belongs to no example
     starts = (batch["position_ids"] == 0) & (batch["sequence_ids"] >= 0)
     assert int(starts.sum()) == len(examples)
     assert (batch["labels"][batch["sequence_ids"] < 0] == -100).all()
+    # every token carries its example's preference, padding none
+    owners, sequences = batch["token_preference_ids"], batch["sequence_ids"]
+    assert (owners[sequences < 0] == -1).all()
+    for r, row in enumerate(rows):
+        for j, e in enumerate(row):
+            assert (owners[r][sequences[r] == j] == e.preference_id).all()
 
 
 def test_packing_is_refused_for_pair_methods(tmp_path):

@@ -118,19 +118,24 @@ class ControlledLM(nn.Module):
         preference_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         prefix_blocks: torch.Tensor | None = None,
+        token_preference_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probs of labelled tokens and their rows, through each row's own control.
 
         One forward whatever the mix of preferences: controls with per-preference weights
         (LoRA) route each row through its own inside ``per_row``. A packed batch passes its
-        4D mask (or None for varlen FlashAttention-2), position ids and prefix blocks.
+        4D mask (or None for varlen FlashAttention-2), position ids, prefix blocks and each
+        token's preference (its rows mix examples of several), routed by ``per_token``.
         """
         head = partial(lm_logits, self.base)
-        routing = (
-            self.control.per_row(preference_ids)
-            if self.control is not None and preference_ids is not None
-            else contextlib.nullcontext()
-        )
+        if self.control is None:
+            routing = contextlib.nullcontext()
+        elif token_preference_ids is not None:
+            routing = self.control.per_token(token_preference_ids)
+        elif preference_ids is not None:
+            routing = self.control.per_row(preference_ids)
+        else:
+            routing = contextlib.nullcontext()
         with routing:
             hidden = self.hidden_states(
                 input_ids, attention_mask, prefix_mask, preference_ids, position_ids, prefix_blocks

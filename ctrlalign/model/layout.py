@@ -171,20 +171,13 @@ def collate(examples: list[Example], pad_id: int, left: bool = False) -> dict[st
 
 
 def pack_rows(examples: Sequence[Example], width: int) -> list[list[Example]]:
-    """First-fit decreasing bins of at most ``width`` tokens. A bin holds one preference (or
-    one blend) only, so each row still runs one control mix (LoRA routes per row)."""
+    """First-fit decreasing bins of at most ``width`` tokens, whatever their preferences:
+    each token is routed through its own example's control (``token_preference_ids``)."""
     bins: list[list[Example]] = []
     room: list[int] = []
     for e in sorted(examples, key=lambda e: -len(e.input_ids)):
         n = len(e.input_ids)
-        fit = next(
-            (
-                i
-                for i, b in enumerate(bins)
-                if b[0].preference_id == e.preference_id and room[i] >= n
-            ),
-            None,
-        )
+        fit = next((i for i, r in enumerate(room) if r >= n), None)
         if fit is None:
             bins.append([e])
             room.append(width - n)
@@ -201,17 +194,22 @@ def collate_packed(
     ``--max-length``, so no row's attention costs more than a padded batch's can; default:
     the longest example), each example positioned from 0 with its own ``sequence_ids`` (-1
     on the short tail of padding). ``prefix_blocks`` lists, row-major, the preference of
-    each control prefix, which soft prompts fill in that order."""
+    each control prefix, which soft prompts fill in that order; ``token_preference_ids``
+    gives every token its example's preference (-1 on padding; tokens x parts for blends),
+    by which LoRA controls route per token."""
     longest = max(len(e.input_ids) for e in examples)
     rows = pack_rows(examples, max(width or longest, longest))
     width = max(sum(len(e.input_ids) for e in row) for row in rows)
     keys = ("input_ids", "attention_mask", "labels", "prefix_mask", "position_ids")
     batch: dict[str, list] = {k: [] for k in (*keys, "sequence_ids")}
     blocks: list[int] = []
+    owners: list[list[tuple[int, ...]]] = []
     for row in rows:
         cols = {k: [] for k in batch}
+        owners.append([])
         for j, e in enumerate(row):
             n = len(e.input_ids)
+            owners[-1] += [_parts(e.preference_id)] * n
             cols["input_ids"] += e.input_ids
             cols["attention_mask"] += [1] * n
             cols["labels"] += e.labels
@@ -221,14 +219,24 @@ def collate_packed(
             if e.prefix_len:
                 blocks += [e.preference_id] if isinstance(e.preference_id, int) else e.preference_id
         pad = width - len(cols["input_ids"])
+        owners[-1] += [(-1,)] * pad
         tails = {"input_ids": pad_id, "labels": IGNORE_INDEX, "sequence_ids": -1}
         for key, values in cols.items():
             batch[key].append(values + [tails.get(key, 0)] * pad)
     out = {k: torch.tensor(v) for k, v in batch.items()}
     out["prefix_mask"] = out["prefix_mask"].bool()
-    out["preference_ids"] = preference_ids([row[0].preference_id for row in rows])
+    parts = max(len(o) for row in owners for o in row)
+    out["token_preference_ids"] = torch.tensor(
+        [[list(o) + [-1] * (parts - len(o)) for o in row] for row in owners]
+    ).view(len(rows), width, parts)
+    if parts == 1:
+        out["token_preference_ids"] = out["token_preference_ids"].squeeze(-1)
     out["prefix_blocks"] = torch.tensor(blocks, dtype=torch.long)
     return out
+
+
+def _parts(preference_id: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (preference_id,) if isinstance(preference_id, int) else tuple(preference_id)
 
 
 def as_attention_mask(allowed: torch.Tensor, attn_implementation: str, dtype) -> torch.Tensor:

@@ -144,9 +144,9 @@ class TrainConfig(ConfigBase):
     max_length: int = option(512, "longest example in tokens; longer ones are dropped, counted")
     packing: bool = option(
         False,
-        "conditional-LM methods: pack each micro-batch's examples of one preference into "
-        "rows of at most --max-length tokens instead of padding; same loss, fewer padding "
-        "tokens computed",
+        "conditional-LM methods: pack each micro-batch's examples (of any preferences: "
+        "LoRA routes each token through its own adapter) into rows of at most --max-length "
+        "tokens instead of padding; same loss, fewer padding tokens computed",
     )
     max_steps: int = option(-1, "stop each step after this many optimiser steps (-1: epochs)")
     max_examples: int | None = option(None, "train on the first N records only")

@@ -350,12 +350,13 @@ class ConditionalLMObjective(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
-        preference_ids: torch.Tensor,
+        preference_ids: torch.Tensor | None = None,
         prefix_mask: torch.Tensor | None = None,
         num_items_in_batch: torch.Tensor | int | None = None,
         position_ids: torch.Tensor | None = None,
         sequence_ids: torch.Tensor | None = None,
         prefix_blocks: torch.Tensor | None = None,
+        token_preference_ids: torch.Tensor | None = None,
         **_: object,
     ) -> dict[str, torch.Tensor]:
         if sequence_ids is not None:  # collate_packed: attention stays inside each example
@@ -368,6 +369,7 @@ class ConditionalLMObjective(nn.Module):
             preference_ids,
             position_ids,
             prefix_blocks,
+            token_preference_ids,
         )
         if num_items_in_batch is None:
             num_items_in_batch = count_labels(labels)

@@ -141,6 +141,13 @@ class Control(nn.Module):
         input (prefix tokens, embeddings), so they have nothing to route."""
         yield
 
+    @contextlib.contextmanager
+    def per_token(self, preferences: torch.Tensor) -> Iterator[None]:
+        """Send each token of a packed batch through the weights of its own preference
+        (batch x length ids, -1 on padding): rows of packed examples mix preferences.
+        Kinds without per-preference weights have nothing to route here either."""
+        yield
+
     def first_stage_parameters(self, lm: PreTrainedModel) -> list[nn.Parameter]:
         """What the first MEET step trains while every LM weight stays frozen."""
         raise ValueError(f"{self.kind} controls have nothing to train in the first step")

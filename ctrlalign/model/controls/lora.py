@@ -10,10 +10,11 @@ with two batched products (``torch.bmm``). PEFT's own ``adapter_names`` forward 
 same routing with one sub-batch per adapter, but refuses training mode and rebuilds its row
 lists at every forward.
 
-Routing is per row. A packed row holding examples of several preferences (padding-free
-training) would need it per token: gathering per token copies far too much, but
-``x @ A_all.T`` over the K * r stacked rows, zeroed outside each token's own r columns,
-then ``@ B_all`` (out x K * r) is two products whatever the mix (not built yet).
+A packed row (padding-free training) holds examples of several preferences, so
+``per_token`` routes each token instead: gathering per token would copy an adapter per
+token, so the layer computes ``x @ A_all.T`` over the K * r rows of the adapters present,
+zeroes each token's columns outside its own adapter's r (a gate), then ``@ B_all`` (out x
+K * r): two products whatever the mix, K times one adapter's (small) FLOPs.
 """
 
 from __future__ import annotations
@@ -132,6 +133,45 @@ class LoraControl(Control):
             return
         names = [self.preferences[p] for p in present]
         routing = _Routing(names, slots[:, 0]) if plain else _Routing(names, slots, mix)
+        with self._routed(routing):
+            yield
+
+    @contextlib.contextmanager
+    def per_token(self, preferences: torch.Tensor) -> Iterator[None]:
+        """Each token through the adapter(s) of its own preference, in one forward, with
+        gradients: ``preferences`` holds batch x length ids into ``self.preferences`` (or
+        batch x length x parts for joint records' blends, -1 past a token's last part), -1
+        on padding. Packed rows need this: their examples may ask for different
+        preferences. One adapter throughout is a plain PEFT forward (``use``). The patches
+        live as ``per_row``'s do."""
+        self._unpatch()
+        device = next(self.peft.parameters()).device
+        owners = preferences.to(device=device, dtype=torch.long)
+        owners = owners.unsqueeze(-1) if owners.dim() == 2 else owners
+        present = owners[owners >= 0].unique()
+        if present.numel() and int(present[-1]) >= len(self.preferences):
+            raise ValueError(
+                f"preference ids {present.tolist()}: this run knows {self.preferences}"
+            )
+        if owners.shape[-1] == 1 and present.numel() == 1:
+            with self.use(self.preferences[int(present[0])]):
+                yield
+            return
+        if not present.numel():
+            yield
+            return
+        # each token's weight on each present adapter (its parts, 1 each; 0 on padding)
+        slots = torch.searchsorted(present, owners.clamp(min=0))
+        gate = owners.new_zeros((*owners.shape[:2], len(present)), dtype=torch.float32)
+        gate.scatter_add_(-1, slots, (owners >= 0).float())
+        names = [self.preferences[p] for p in present.tolist()]
+        with self._routed(_Routing(names, slots[..., 0], gate=gate)):
+            yield
+
+    @contextlib.contextmanager
+    def _routed(self, routing: _Routing) -> Iterator[None]:
+        """Patch every LoRA linear layer with ``routing`` for the block (see ``per_row`` for
+        why a graph-building block leaves its patches behind)."""
         if not self._layers:  # the adapted layers, found once (a walk of every module)
             self._layers = [m for m in self.peft.modules() if isinstance(m, LoraLinear)]
         self._patched = list(self._layers)
@@ -188,20 +228,29 @@ class _Routing:
     """One batch's routing: the adapters present (stacking order) and each row's slot.
 
     ``rows`` is one slot per row, or for blends rows x parts slots with ``mix`` their
-    weights (0 on padding). ``weights`` gives a layer's per-row A and B (a blend's parts
-    concatenated along the rank, each B part scaled by its weight, so a row still costs
-    two products); under ``torch.no_grad`` (generation) the weights cannot change within
-    the batch, so they are gathered once per layer and kept for every decoding step,
-    which leaves a step the two products a plain PEFT forward has. ``open`` is false once
-    the ``per_row`` block has ended; ``built_graph`` records that a forward inside it ran
-    with gradients (so a backward may recompute it); ``retired``, that a forward ran after
-    the block outside a backward (so that batch is done with).
+    weights (0 on padding). Routed per token instead, ``gate`` holds each token's weight
+    on each adapter (batch x length x adapters) and ``rows`` the tokens' first slots.
+    ``weights`` gives a layer's per-row A and B (a blend's parts concatenated along the
+    rank, each B part scaled by its weight, so a row still costs two products); under
+    ``torch.no_grad`` (generation) the weights cannot change within the batch, so they are
+    gathered once per layer and kept for every decoding step, which leaves a step the two
+    products a plain PEFT forward has. ``open`` is false once the ``per_row`` block has
+    ended; ``built_graph`` records that a forward inside it ran with gradients (so a
+    backward may recompute it); ``retired``, that a forward ran after the block outside a
+    backward (so that batch is done with).
     """
 
-    def __init__(self, names: list[str], rows: torch.Tensor, mix: torch.Tensor | None = None):
+    def __init__(
+        self,
+        names: list[str],
+        rows: torch.Tensor,
+        mix: torch.Tensor | None = None,
+        gate: torch.Tensor | None = None,
+    ):
         self.names = names
         self.rows = rows
         self.mix = mix
+        self.gate = gate
         self.open = True
         self.built_graph = False
         self.retired = False
@@ -251,12 +300,14 @@ def _routed_forward(
         return type(module).forward(module, x, *args, **kwargs)
     if module.merged or module.lora_variant or module.disable_adapters:
         raise ValueError("per-row LoRA needs plain, unmerged, enabled adapters (no DoRA)")
-    if x.dim() != 3 or x.shape[0] != routing.rows.shape[0]:
-        raise ValueError(
-            f"per-row LoRA routes {routing.rows.shape[0]} rows; a layer got input {tuple(x.shape)}"
-        )
+    routed = tuple(routing.rows.shape if routing.gate is not None else routing.rows.shape[:1])
+    if x.dim() != 3 or tuple(x.shape[: len(routed)]) != routed:
+        what = " x ".join(map(str, routed)) + (" tokens" if len(routed) == 2 else " rows")
+        raise ValueError(f"LoRA routes {what}; a layer got input {tuple(x.shape)}")
     routing.built_graph |= torch.is_grad_enabled()
     result = module.base_layer(x, *args, **kwargs)
+    if routing.gate is not None:
+        return result + _token_delta(module, routing, x).to(result.dtype)
     if _partitioned(module.lora_A[routing.names[0]].weight):
         return result + _segment_delta(module, routing, x).to(result.dtype)
     a, b = routing.weights(module)
@@ -265,6 +316,23 @@ def _routed_forward(
     if result.dtype == b.dtype:
         return torch.baddbmm(result, h, b.mT)
     return result + torch.bmm(h, b.mT).to(result.dtype)
+
+
+def _token_delta(module: LoraLinear, routing: _Routing, x: torch.Tensor) -> torch.Tensor:
+    """Every token's delta under its own adapter(s): the K adapters side by side along the
+    rank (K * r columns), each token's columns outside its adapters zeroed by the gate."""
+    names, gate = routing.names, routing.gate
+    h = module.lora_dropout[names[0]](x.to(module.lora_A[names[0]].weight.dtype))
+    if _partitioned(module.lora_A[names[0]].weight):  # ZeRO-3: each through its own modules
+        return sum(
+            module.lora_B[n](module.lora_A[n](h)) * (gate[..., k, None] * module.scaling[n])
+            for k, n in enumerate(names)
+        )
+    a = torch.cat([module.lora_A[n].weight for n in names])  # (K r) x in
+    b = torch.cat([module.lora_B[n].weight * module.scaling[n] for n in names], dim=1)
+    rank = a.shape[0] // len(names)  # one LoraConfig builds every adapter of a control
+    h = (h @ a.mT) * gate.repeat_interleave(rank, dim=-1).to(h.dtype)
+    return h @ b.mT
 
 
 def _partitioned(weight: torch.Tensor) -> bool:
