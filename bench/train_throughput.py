@@ -11,7 +11,9 @@ max length, fp32 and torch threads:
   step 1 training only the control (LM frozen, lr 1e-3), step 2 LM + control (lr 2e-5).
   Prompt controls have nothing to train in step 1, so they only run step 2.
 - ``soft-prompt-step2-packed``, ``lora-step2-packed``: the same with ``--packing`` (examples
-  of one preference packed into rows of at most ``--max-length`` tokens, no padding between).
+  packed into rows of at most ``--max-length`` tokens, no padding between; LoRA routes each
+  token through its own example's adapter); ``lora-step2-packed-ckpt`` adds
+  ``--gradient-checkpointing`` (memory for compute).
 - ``trl-sft``: TRL's ``SFTTrainer`` with a prompt/completion (conversational) dataset and
   ``completion_only_loss=True``, configured as its best CPU user would: fp32 (``bf16=False``),
   ``gradient_checkpointing=False`` (TRL defaults to bf16 + checkpointing, ~10x slower here).
@@ -72,6 +74,7 @@ OURS = {
     "lora-step2": ("lora", "second"),
     "soft-prompt-step2-packed": ("soft-prompt", "second"),
     "lora-step2-packed": ("lora", "second"),
+    "lora-step2-packed-ckpt": ("lora", "second"),
 }
 TRL = ("trl-sft", "trl-sft-padfree")
 WORKERS = (*TRL, *OURS)
@@ -202,14 +205,18 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         ConditionalLMObjective,
         ControlTrainer,
         conditional_collator,
+        enable_checkpointing,
         run_stage,
         training_arguments,
     )
 
     kind, stage = OURS[name]
     first = stage == "first"
-    packing = name.endswith("-packed")
+    packing = "-packed" in name
+    checkpointing = name.endswith("-ckpt")
     lm, tokenizer = load_model(args.model)
+    if checkpointing:
+        enable_checkpointing(lm)
     preferences, records = select_records(args, tokenizer, out_dir)
     control = build_control(
         kind,
@@ -236,6 +243,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         max_length=args.max_length,
         max_steps=total_steps(args),
         packing=packing,
+        gradient_checkpointing=checkpointing,
     )
     config.validate()
     # as ctrlalign.training.meet.train does for one stage
@@ -272,6 +280,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         "control": kind,
         "stage": stage,
         "packing": packing,
+        "gradient_checkpointing": checkpointing,
         "learning_rate": targs.learning_rate,
         "trainable_parameters": metrics["trainable_parameters"],
         "lm_frozen": first,
@@ -391,41 +400,52 @@ def fastest(configs: dict[str, dict], names) -> str | None:
     return max(present, key=lambda n: configs[n]["tokens_per_s"]) if present else None
 
 
+def against_trl(ours: dict, trl: dict, names: list[str]) -> dict:
+    """Speed and memory of one of ours against TRL's configuration: tokens/s on the wall
+    clock (``value``, the one judged) and per process-CPU second (``value_cpu``, a check
+    against machine noise); peak RSS delta."""
+    value = ours["tokens_per_s"] / trl["tokens_per_s"]
+    cpu = ours["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
+    rss = ours["rss_peak_delta_mib"] / trl["rss_peak_delta_mib"]
+    return {
+        "speed": {
+            "value": round(value, 3),
+            "value_cpu": round(cpu, 3),
+            "target": f">= {TARGET_VS_TRL}",
+            "met": value >= TARGET_VS_TRL,
+            "met_cpu": cpu >= TARGET_VS_TRL,
+            "compared": names,
+            "means": "ours' step-2 tokens/s divided by TRL's SFT tokens/s",
+        },
+        "rss": {
+            "value": round(rss, 3),
+            "value_cpu": round(rss, 3),
+            "target": f"<= {TARGET_RSS_VS_TRL}",
+            "met": rss <= TARGET_RSS_VS_TRL,
+            "met_cpu": rss <= TARGET_RSS_VS_TRL,
+            "compared": names,
+            "means": "peak RSS delta of the same two configurations, ours over TRL's",
+        },
+    }
+
+
 def ratios(configs: dict[str, dict]) -> dict:
-    """The targets per control. Speed and memory compare ours' faster step-2 configuration
-    (padded or packed) with TRL's faster one (with or without ``padding_free``), on
-    wall-clock tokens/s (``value``, the one judged) and, as a check against machine noise, on
-    tokens per process-CPU second (``value_cpu``)."""
+    """The targets per control: ours' faster step-2 configuration without checkpointing
+    (padded or packed) against TRL's faster one (with or without ``padding_free``), and the
+    checkpointed one against the same TRL, for the memory it buys."""
     out: dict[str, dict] = {}
     trl_name = fastest(configs, TRL)
-    trl = configs.get(trl_name)
     for kind in CONTROLS:
-        s1, s2 = configs.get(f"{kind}-step1"), configs.get(f"{kind}-step2")
-        best_name = fastest(configs, (f"{kind}-step2", f"{kind}-step2-packed"))
-        best = configs.get(best_name)
         entry = {}
-        if best and trl:
-            value = best["tokens_per_s"] / trl["tokens_per_s"]
-            cpu = best["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"]
-            entry["step2_vs_trl"] = {
-                "value": round(value, 3),
-                "value_cpu": round(cpu, 3),
-                "target": f">= {TARGET_VS_TRL}",
-                "met": value >= TARGET_VS_TRL,
-                "met_cpu": cpu >= TARGET_VS_TRL,
-                "compared": [best_name, trl_name],
-                "means": "ours' faster step-2 tokens/s divided by TRL's faster SFT tokens/s",
-            }
-            rss = best["rss_peak_delta_mib"] / trl["rss_peak_delta_mib"]
-            entry["rss_vs_trl"] = {
-                "value": round(rss, 3),
-                "value_cpu": round(rss, 3),
-                "target": f"<= {TARGET_RSS_VS_TRL}",
-                "met": rss <= TARGET_RSS_VS_TRL,
-                "met_cpu": rss <= TARGET_RSS_VS_TRL,
-                "compared": [best_name, trl_name],
-                "means": "peak RSS delta of the same two configurations, ours over TRL's",
-            }
+        best_name = fastest(configs, (f"{kind}-step2", f"{kind}-step2-packed"))
+        if best_name and trl_name:
+            got = against_trl(configs[best_name], configs[trl_name], [best_name, trl_name])
+            entry["step2_vs_trl"], entry["rss_vs_trl"] = got["speed"], got["rss"]
+        ckpt_name = f"{kind}-step2-packed-ckpt"
+        if ckpt_name in configs and trl_name:
+            got = against_trl(configs[ckpt_name], configs[trl_name], [ckpt_name, trl_name])
+            entry["ckpt_step2_vs_trl"], entry["ckpt_rss_vs_trl"] = got["speed"], got["rss"]
+        s1, s2 = configs.get(f"{kind}-step1"), configs.get(f"{kind}-step2")
         if s1 and s2:
             value = s2["tokens_per_s"] / s1["tokens_per_s"]
             entry["step1_vs_step2"] = {
