@@ -1,7 +1,9 @@
 """`accelerate launch` trains through the Trainer with no launcher of ours.
 
 Two CPU processes with half the micro-batches each must end where one process ends for the
-same global batch: the loss is normalised by the global token count, not per process.
+same global batch: the loss is normalised by the global token (or pair) count, not per
+process, and every optimiser step trains on the same examples (``training.batching``; an
+epoch's short last batch is split, not topped up with repeated examples).
 """
 
 import json
@@ -15,8 +17,8 @@ import torch
 
 from ctrlalign.model.rundir import load_run
 
-ACCELERATE = Path(sys.executable).with_name("accelerate")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+KILL_AT = Path(__file__).with_name("kill_at.py")
 #: what ``accelerate launch --config_file configs/accelerate/fsdp.yaml`` exports to each
 #: process; its CLI refuses FSDP with ``--cpu``, so the CPU test starts the same processes
 #: with torchrun. Module states need no sync: every rank builds the same seeded model.
@@ -54,10 +56,10 @@ METHODS = {
     "dpo-lora": ["--method", "dpo", "--use-lora", "--lora-rank", "2", "--max-steps", "2"],
     "clm": ["--method", "clm", "--max-steps", "2", "--lr-second", "1e-3"],
 }
-LAUNCH = [
-    str(ACCELERATE), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-    "--mixed_precision", "no", "--dynamo_backend", "no",
-]  # fmt: skip
+#: two processes, as ``accelerate launch --multi_gpu`` starts them (through torch's elastic
+#: launcher); ``accelerate launch --cpu --num_processes 2`` starts one process only (its
+#: multi-CPU mode needs mpirun), which would compare a run with itself
+LAUNCH = [str(TORCHRUN), "--nproc_per_node", "2"]
 
 
 def train(
@@ -104,10 +106,12 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate CLI not installed")
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
 @pytest.mark.parametrize("method", METHODS)
 def test_two_cpu_processes_match_one(tmp_path, method):
-    """Same global batch (8) as 1 x 4 x 2 accumulation and 2 processes x 4: same run.
+    """Same global batch (8) as 1 x 4 x 2 accumulation and 2 processes x 4: same run. The
+    12 training examples end each epoch in a short batch of 4, which the two processes
+    split 2 + 2 (accelerate's sharding alone gives the second process 4 repeated ones).
 
     The tolerance: the two runs differ only in the order of fp32 sums (all-reduce across
     processes versus accumulation in one), relative error ~1e-6 in each gradient, so after
@@ -131,19 +135,72 @@ def test_two_cpu_processes_match_one(tmp_path, method):
     assert (tmp_path / "ddp" / "run.yaml").is_file()
 
 
-@pytest.mark.parametrize("method", ["meet-lora"])
-def test_fsdp_full_shard_on_two_cpu_processes_matches_one(tmp_path, method):
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        pytest.param("meet-lora", [], id="meet-lora"),
+        pytest.param("dpo-lora", [], id="dpo-lora"),
+        pytest.param("sft", [], id="sft"),
+        # 9 examples: step 2 has one, so the second process runs a copy that counts for
+        # nothing (zero pair weight) to stay in FSDP's collectives
+        pytest.param("dpo", ["--max-examples", "9"], id="dpo-9-examples"),
+    ],
+)
+def test_fsdp_full_shard_on_two_cpu_processes_matches_one(tmp_path, method, extra):
     """FSDP (full shard, two gloo processes) saves whole tensors, not its shards: the run
-    directory loads and equals the one-process run of the same global batch, within the
-    tolerance of the DDP test above (only the order of fp32 sums differs)."""
+    directory loads and equals the one-process run of the same global batch, full fine-tunes
+    (sft, dpo) included.
+
+    The tolerance, as in the DDP test above: the runs differ only in the order of fp32 sums
+    (a reduce-scatter of two halves versus accumulation in one process), relative error ~1e-7
+    in each gradient; 2 Adam steps move a weight by at most lr (1e-3 for dpo) each, and the
+    step's direction changes by that relative error, so the weights may differ by
+    ~2 x 1e-3 x 1e-7, and eval losses (fp32 sums over ~100 tokens of weights that close)
+    by far less than 1e-5. A repeated or dropped example moves a full fine-tune by about
+    one lr step (8.4e-4 before ``training.batching``), far outside it.
+    """
     write_pairs(tmp_path / "pairs.jsonl")
-    single = train(tmp_path, "single", [sys.executable], 4, METHODS[method])
-    launcher = [str(TORCHRUN), "--nproc_per_node", "2"]
-    sharded = train(tmp_path, "fsdp", launcher, 4, METHODS[method], env=FSDP_ENV)
+    single = train(tmp_path, "single", [sys.executable], 4, METHODS[method] + extra)
+    sharded = train(tmp_path, "fsdp", LAUNCH, 4, METHODS[method] + extra, env=FSDP_ENV)
     assert sharded["train_examples"] == single["train_examples"]
     assert sharded["eval_loss"] == pytest.approx(single["eval_loss"], abs=1e-5)
     one, two = weights(tmp_path / "single"), weights(tmp_path / "fsdp")
     assert {k: v.shape for k, v in one.items()} == {k: v.shape for k, v in two.items()}
+    worst = max((one[k] - two[k]).abs().max().item() for k in one)
+    assert worst < 1e-5, worst
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed")
+def test_fsdp_run_killed_after_a_checkpoint_resumes_from_it(tmp_path):
+    """Full-fine-tune DPO under FSDP, both processes killed (-9) before their second
+    optimiser step, after checkpoint-1: the same command resumes from checkpoint-1 and ends
+    where one uninterrupted process ends (the tolerance of the test above; a lost optimizer
+    state or a weight restored from the wrong step would miss it by ~1e-3, lr 1e-3).
+
+    The rerun goes through the same injector: it would die at its second micro-batch, which
+    only a run that started again from step 0 reaches (one micro-batch a step per process)."""
+    write_pairs(tmp_path / "pairs.jsonl")
+    single = train(tmp_path, "single", [sys.executable], 4, METHODS["dpo"])
+    out = tmp_path / "fsdp"
+    argv = [
+        "train", "--data", f"pairwise:{tmp_path / 'pairs.jsonl'}", *METHODS["dpo"],
+        "--model", "tiny", "--output", str(out), "--batch-size", "8",
+        "--micro-batch-size", "4", "--epochs", "2", "--max-length", "96",
+        "--eval-fraction", "0.25", "--save-steps", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **FSDP_ENV}
+    kill = [*LAUNCH, str(KILL_AT), "step", "2", "--", *argv]
+    killed = subprocess.run(kill, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode != 0, killed.stderr[-3000:]
+    stage = out / "checkpoints" / "second"
+    assert sorted(p.name for p in stage.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (out / "run.yaml").exists()
+    rerun = subprocess.run(kill, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["eval_loss"] == pytest.approx(single["eval_loss"], abs=1e-5)
+    one, two = weights(tmp_path / "single"), weights(out)
     worst = max((one[k] - two[k]).abs().max().item() for k in one)
     assert worst < 1e-5, worst
 

@@ -121,8 +121,10 @@ class DPOObjective(nn.Module):
     pair batch, as one module the Trainer steps. Per-batch reward statistics are kept for
     ``PairTrainer`` to log."""
 
-    #: the loss is a mean over pairs, so the Trainer must divide by accumulation steps
-    accepts_loss_kwargs = False
+    #: the Trainer passes ``num_items_in_batch``, the pairs of the global batch (gathered
+    #: over accumulation and processes by ``PairTrainer``), so the loss is a true mean over
+    #: that batch however its micro-batches are sized
+    accepts_loss_kwargs = True
 
     def __init__(
         self,
@@ -146,13 +148,24 @@ class DPOObjective(nn.Module):
         self,
         ref_logps: torch.Tensor,
         response_lengths: torch.Tensor,
+        pair_weights: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
         **batch: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
+        """The summed pair losses over ``num_items_in_batch`` (by default this batch's
+        pairs: the mean); ``pair_weights`` 0 marks a copy that counts for nothing."""
         chosen, rejected = batch_pair_logps(self.model, batch)
         policy, ref = self.logps(chosen, rejected, ref_logps, response_lengths)
         losses = self.objective.loss(policy, ref, self.hyper)
+        if pair_weights is not None:
+            losses = losses * pair_weights.to(losses.dtype)
+        if num_items_in_batch is None:
+            num_items_in_batch = len(losses) if pair_weights is None else pair_weights.sum()
+        # a copy that counts for nothing is recorded too: every process must have stats to
+        # join PairTrainer.log's mean (it only nudges that step's logged reward means)
         self._record(policy, ref)
-        return {"loss": losses.mean(), "chosen_logps": chosen, "rejected_logps": rejected}
+        loss = losses.sum() / num_items_in_batch
+        return {"loss": loss, "chosen_logps": chosen, "rejected_logps": rejected}
 
     def logps(
         self,
@@ -203,9 +216,35 @@ class DPOObjective(nn.Module):
         return out
 
 
+def pair_count(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The pairs of a collated batch that count (``pair_weights``, else all of them)."""
+    if "pair_weights" in batch:
+        return batch["pair_weights"].sum()
+    return torch.tensor(float(len(batch["ref_logps"])))
+
+
+def mask_pairs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A pair batch that counts for nothing (``batching``): every pair weighs zero."""
+    return {**batch, "pair_weights": torch.zeros(len(batch["ref_logps"]))}
+
+
 class PairTrainer(ControlTrainer):
     """Adds DPO's reward accuracy, margins and log-probs to each training log line (averaged
-    over processes), so they reach ``--report-to`` beside the loss and learning rate."""
+    over processes), so they reach ``--report-to`` beside the loss and learning rate; the
+    loss is normalised by the pairs of the global batch (``_get_num_items_in_batch``)."""
+
+    mask_batch = staticmethod(mask_pairs)
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """The pairs of this optimiser step, over its micro-batches and (as the Trainer
+        counts tokens) over processes; it then scales the loss by the process count, which
+        DDP's and FSDP's gradient mean divides out."""
+        if not batch_samples:
+            return None
+        count = sum(pair_count(batch) for batch in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         objective = self.accelerator.unwrap_model(self.model)
