@@ -42,9 +42,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ctrlalign tests bench
 	$(VENV)/bin/lint-imports --no-cache
 
+# Every figure docs/benchmarks.md quotes; about 2.5 hours on 2 cores, best on a quiet machine
 bench: $(STAMP)
-	$(PY) bench/train_throughput.py
-	$(PY) bench/dpo_throughput.py
+	$(PY) bench/train_throughput.py --batch 8 --steps 4 --rounds 3 --threads 1 \
+	  --only trl-sft trl-sft-padfree lora-step2-packed soft-prompt-step2-packed \
+	  --output bench/results/train_throughput_b8.json
+	$(PY) bench/train_throughput.py --batch 16 --accumulation 2 --steps 3 --rounds 3 --threads 2 \
+	  --levels 8 --only trl-sft-padfree lora-step2 lora-step2-packed lora-step2-packed-ckpt \
+	  soft-prompt-step2-packed --output bench/results/train_throughput_b16_k8.json
+	$(PY) bench/dpo_throughput.py --threads 2
 	$(PY) bench/alpha_generation.py
 	$(PY) bench/serve_throughput.py
 	$(PY) bench/serve_throughput.py --control soft-prompt --output bench/results/serve_throughput_soft_prompt.json
