@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) bench/train_throughput.py --batch 16 --accumulation 2 --steps 3 --rounds 3 --threads 2 \
 	  --levels 8 --only trl-sft-padfree lora-step2 lora-step2-packed lora-step2-packed-ckpt \
 	  soft-prompt-step2-packed --output bench/results/train_throughput_b16_k8.json
+	$(PY) bench/matmul_floor.py
 	$(PY) bench/dpo_throughput.py --threads 2
 	$(PY) bench/alpha_generation.py
 	$(PY) bench/serve_throughput.py
