@@ -38,12 +38,12 @@ HH_TEST = REPO.parent / "shared" / "data" / "hh-rlhf" / "helpful-base-test.jsonl
 IGNORE_INDEX = -100
 
 
-def require_file(path: Path, what: str) -> Path:
+def require_file(path: Path, what: str, flag: str = "--data") -> Path:
     """Exit with a clear message (not a traceback) when benchmark input is missing."""
     if not Path(path).is_file():
         sys.exit(
             f"error: {what} not found at {path}\n"
-            "The benchmark needs it; put the file there or pass --data PATH."
+            f"The benchmark needs it; put the file there or pass {flag} PATH."
         )
     return Path(path)
 

@@ -3,10 +3,10 @@
 A MEET step 2 on SmolLM2 is about three quarters matrix products (``train_throughput``'s
 profiles), so the fastest a step can be on this machine is set by the rate torch's fp32
 ``mm`` reaches at the model's shapes. This script times, for every linear layer of one
-decoder layer and for the tied LM head, the three products of a training step (forward
-``x W^T``, input gradient ``g W``, weight gradient ``g^T x``) at a given number of tokens,
-and reports the rate (GFLOP/s) and the seconds one optimizer step's products would need at
-that rate for the token counts ``train_throughput`` recorded:
+decoder layer, the three products of a training step (forward ``x W^T``, input gradient
+``g W``, weight gradient ``g^T x``) at a given number of tokens, and reports the rate
+(GFLOP/s) and the seconds one optimizer step's products (the LM head's counted at the same
+rate) would need for the token counts ``train_throughput`` recorded:
 
     floor = (6 * body_params * tokens + 6 * head_params * response_tokens) / rate
 
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
-from common import REPO, run_header, write_json_atomic
+from common import REPO, require_file, run_header, write_json_atomic
 
 RESULTS = REPO / "bench" / "results" / "matmul_floor.json"
 
@@ -94,11 +95,13 @@ def main() -> None:
             best[threads] = max(best.get(threads, 0.0), flops / seconds / 1e9)
     floors = {}
     for path in args.against:
-        run = json.loads((REPO / path).read_text())
+        run = json.loads(
+            require_file(REPO / path, "train_throughput results", "--against").read_text()
+        )
         threads = run["setup"]["torch_threads"]
         rate = best.get(threads)
         if rate is None:
-            continue
+            sys.exit(f"error: {path} ran on {threads} threads; add {threads} to --threads")
         for name, cfg in run["configs"].items():
             steps = cfg["timed_steps"]
             tokens = cfg["timed_tokens"] / steps
