@@ -529,7 +529,7 @@ def test_a_failed_step_is_reported_and_the_server_goes_on(meet_server, monkeypat
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(service.engine, "_forward", broken)
+    monkeypatch.setattr(service.engine.batch, "_forward", broken)
     status, reply = call(url, "/v1/chat/completions", chat(PROMPTS[0]))
     assert status == 500 and "out of memory" in reply["error"]["message"]
     assert reply["error"]["type"] == "server_error"

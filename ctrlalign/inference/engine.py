@@ -1,66 +1,51 @@
-"""Continuous batching: one decode loop in which every step advances every active row.
+"""Continuous batching: the decode core's step driven by a worker thread with a queue.
 
-``generation.generate_ids`` fixes a batch when it starts: a request that arrives a moment
-later waits for the batch's longest answer, and rows that stopped are still computed until
-the last one stops. A server needs the opposite, so here one worker thread owns a batch
-whose rows change at every step:
+``generation.generate_ids`` drives ``decode.DecodeBatch`` for a list known in advance; a
+server needs rows to come and go while the batch runs, so here one worker thread owns the
+batch:
 
 - a request waits in a bounded queue (``QueueFull`` when it is full, so a server can answer
   429 instead of piling up work it will never finish in time);
-- at the next step its prompt is prefilled (one forward over the newcomers only), its first
-  token sampled, and its KV cache merged into the running batch by left-padding;
-- every step then feeds each active row its last token in one batched forward;
+- at the next step its prompt is prefilled (``DecodeBatch.join``: one forward over the
+  newcomers only) and its KV cache merged into the running batch;
+- every step then advances each active row in one batched forward (``DecodeBatch.step``);
 - a row that stops (end of turn, a stop string, its own ``max_tokens``, its client gone)
-  leaves the batch at once: its cache rows are dropped and columns that only it used are
-  cut, so the next step costs what the rows still running need.
+  leaves the batch at once, so the next step costs what the rows still running need.
 
-Each row keeps what ``generation.Row`` gives it (its streams, their weights: a control per
-row, the alignment dial per row) plus its own sampling: temperature, top_p and a
-``torch.Generator`` on the model's device seeded per choice, so a seeded answer does not
-depend on what it was batched with, and greedy answers equal one-by-one generation.
-
-Why re-batch caches rather than keep one cache per row: one batched forward per step is
-what makes concurrent users cheap; merging costs one copy of the cache when rows join or
-leave, about what a step already costs (``DynamicCache`` grows by concatenation).
-
-The CLM identity layer is skipped by a forward in which no row is aligned, which leaves its
-cache slot short or missing; those columns only ever feed rows whose output of that layer
-is discarded (unaligned rows), so they are zero-filled to keep every layer the same length.
+Each choice keeps its own sampling: temperature, top_p and a ``torch.Generator`` on the
+model's device seeded per choice, so a seeded answer does not depend on what it was batched
+with, and greedy answers equal one-by-one generation.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
-from ctrlalign.inference.generation import GenerationConfig, Row, Stream, _pick
+from ctrlalign.inference.decode import (
+    GREEDY_BELOW,
+    Choice,
+    DecodeBatch,
+    Row,
+    Stream,
+    TokenLogprob,
+)
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import Blend, Control
-from ctrlalign.model.layout import (
-    Example,
-    Message,
-    collate,
-    control_prefix,
-    encode_prompt,
-    prompt_ids,
-)
+from ctrlalign.model.layout import Example, Message, control_prefix, encode_prompt, prompt_ids
 from ctrlalign.model.logprobs import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("continuous", "static")
-#: temperatures below this are greedy (as in vLLM): dividing logits by a value near zero
-#: overflows to inf and the sampling distribution to NaN
-GREEDY_BELOW = 1e-5
 
 
 class QueueFull(RuntimeError):
@@ -158,7 +143,6 @@ class Event:
 
 
 Sink = Callable[[Event], None]
-TokenLogprob = tuple[int, float, list[tuple[int, float]]]
 
 
 @dataclass
@@ -226,53 +210,6 @@ class _Text:
         return content[len(self.sent) :], content
 
 
-@dataclass
-class _Seq:
-    """One choice in flight: its streams occupy consecutive rows of the batch."""
-
-    handle: Handle
-    choice: int
-    config: GenerationConfig
-    generator: torch.Generator | None
-    text: _Text
-    ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-
-    @property
-    def job(self) -> Job:
-        return self.handle.job
-
-
-def _adapter_plan(model: ControlledLM, prefs: Sequence[str | Blend | None]) -> tuple | None:
-    """How LoRA rows reach their adapters: ("use", pref) when the rows share one (a plain
-    PEFT forward), ("rows", prefs) for per-row adapters or blends, None without per-row
-    weights."""
-    control = model.control
-    if control is None or not control.per_preference_weights or None in prefs:
-        return None
-    if len(set(prefs)) == 1 and isinstance(prefs[0], str):
-        return ("use", prefs[0])
-    return ("rows", tuple(prefs))
-
-
-def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    missing = width - t.shape[dim]
-    if missing <= 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
-
-
-def _cache_from(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    """A ``DynamicCache`` holding the given (keys, values) per layer, through its public
-    ``update`` (so the layers are built the way transformers builds them)."""
-    cache = DynamicCache()
-    for idx, (keys, values) in enumerate(pairs):
-        cache.update(keys, values, idx)
-    return cache
-
-
 class Engine:
     """The decode loop and its queue; one worker thread is the model's only user.
 
@@ -299,7 +236,6 @@ class Engine:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose from {SCHEDULERS}")
         if max_batch_size < 1 or max_queue < 1:
             raise ValueError("max_batch_size and max_queue must be >= 1")
-        self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
@@ -307,24 +243,13 @@ class Engine:
         self.batch_wait_s = batch_wait_s
         self.on_step = on_step
         self.max_prefill_tokens = max_prefill_tokens
-        self.device = next(model.parameters()).device
-        self.stop_ids = set(model.end_ids(tokenizer))  # as generation.py stops
-        self.suppressed = model.control.suppressed_token_ids() if model.control else []
-        self.n_layers = model.config.get_text_config().num_hidden_layers
-        self.cache_keyword = model.cache_argument
+        self.stop_ids = set(model.end_ids(tokenizer))  # as offline generation stops
+        self.batch = DecodeBatch(model, tokenizer.pad_token_id, self.stop_ids)
         self.stats = {"requests": 0, "steps": 0, "prefills": 0, "max_rows": 0, "tokens": 0}
         self._waiting: collections.deque[Handle] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
         self._abort = False
-        self._seqs: list[_Seq] = []
-        self._cache: DynamicCache | None = None
-        self._mask: torch.Tensor | None = None  # [rows, columns], 1 where a token is
-        self._next: torch.Tensor | None = None  # [rows], the token each row feeds next
-        # the adapter routing stays set up while the batch's preferences do not change:
-        # PEFT's set_adapter walks every module, which costs as much as a small model's step
-        self._adapters = contextlib.ExitStack()
-        self._adapter_key: tuple | None = None
         self._thread = threading.Thread(target=self._loop, name="ctrlalign-engine", daemon=True)
         model.eval()
         self._thread.start()
@@ -337,7 +262,7 @@ class Engine:
 
     @property
     def active_rows(self) -> int:
-        return len(self._seqs)
+        return len(self.batch.choices)
 
     def submit(self, job: Job, sink: Sink) -> Handle:
         """Queue ``job``; events go to ``sink`` from the worker thread."""
@@ -370,53 +295,55 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._waiting and not self._seqs and not self._closing:
+                while not self._waiting and not self.batch.choices and not self._closing:
                     self._cond.wait()
-                if self._abort or (self._closing and not self._waiting and not self._seqs):
+                if self._abort or (self._closing and not self._waiting and not self.batch.choices):
                     break
             joiners = self._admit()
             try:
-                with torch.no_grad():
-                    if joiners:
-                        self._prefill(joiners)
-                    if self._seqs:
-                        self._decode()
+                self._run_step(joiners)
             except Exception as err:  # every row involved hears of it; the loop goes on
-                log.exception("generation failed for %d rows", len(self._seqs) + len(joiners))
-                failed = {id(s.handle): s.handle for s in [*self._seqs, *joiners]}
-                self._reset()
-                for handle in failed.values():
-                    handle.cancelled = True
-                    handle.sink(Event("error", error=err))
+                log.exception("generation failed for %d rows", self.active_rows + len(joiners))
+                self._fail([*self.batch.choices, *joiners], err)
         closed = EngineClosed("the server shut down before this request finished")
-        handles = {id(s.handle): s.handle for s in self._seqs} | {id(h): h for h in self._waiting}
-        self._reset()
-        self._waiting.clear()
+        self._fail(self.batch.choices, closed, waiting=True)
+
+    def _run_step(self, joiners: list[Choice]) -> None:
+        """Prefill the newcomers, then advance every answer by one token."""
+        if joiners:
+            self.batch.join(joiners)
+            self.stats["prefills"] += 1
+            now = time.monotonic()
+            for choice in joiners:
+                handle = choice.owner[0]
+                handle.first_token = handle.first_token or now
+            self._after(joiners, first=self.active_rows - len(joiners))
+        if self.batch.choices:
+            rows = self.active_rows
+            self.batch.step()
+            self.stats["steps"] += 1
+            self.stats["max_rows"] = max(self.stats["max_rows"], rows)
+            if self.on_step is not None:
+                self.on_step(rows, len(self._waiting))
+            self._after(list(self.batch.choices), first=0)
+
+    def _fail(self, choices: list[Choice], err: Exception, waiting: bool = False) -> None:
+        """Empty the batch (and with ``waiting`` the queue); each request hears ``err``."""
+        handles = {id(c.owner[0]): c.owner[0] for c in choices}
+        if waiting:
+            handles |= {id(h): h for h in self._waiting}
+            self._waiting.clear()
+        self.batch.reset()
         for handle in handles.values():
-            handle.sink(Event("error", error=closed))
+            handle.cancelled = True
+            handle.sink(Event("error", error=err))
 
-    def _reset(self) -> None:
-        """An empty batch; the model is left as plain as it was (no per-row patches)."""
-        self._seqs, self._cache, self._mask, self._next = [], None, None, None
-        self._route(None)
-
-    def _route(self, plan: tuple | None) -> None:
-        if plan == self._adapter_key:
-            return
-        self._adapters.close()
-        self._adapter_key = plan
-        if plan is not None:
-            kind, prefs = plan
-            control = self.model.control
-            context = control.use(prefs) if kind == "use" else control.per_row(list(prefs))
-            self._adapters.enter_context(context)
-
-    def _admit(self) -> list[_Seq]:
+    def _admit(self) -> list[Choice]:
         """The choices that join the batch at this step."""
-        if self.scheduler == "static" and self._seqs:
+        if self.scheduler == "static" and self.batch.choices:
             return []
-        free = self.max_batch_size - len(self._seqs)
-        if not self._seqs and self.batch_wait_s > 0 and free > 1:
+        free = self.max_batch_size - self.active_rows
+        if not self.batch.choices and self.batch_wait_s > 0 and free > 1:
             # an idle engine waits a moment for company: requests sent together share a prefill
             deadline = time.monotonic() + self.batch_wait_s
             with self._cond:
@@ -426,7 +353,7 @@ class Engine:
                     and (left := deadline - time.monotonic()) > 0
                 ):
                     self._cond.wait(left)
-        joiners: list[_Seq] = []
+        joiners: list[Choice] = []
         tokens = 0
         with self._cond:
             while self._waiting and len(joiners) < free:
@@ -438,240 +365,57 @@ class Engine:
                 if joiners and tokens + cost > self.max_prefill_tokens:
                     break  # the rest join at the next step, after the running rows advance
                 tokens += cost
-                joiners.append(self._new_seq(handle, handle.admitted))
+                joiners.append(self._choice(handle, handle.admitted))
                 handle.admitted += 1
                 if handle.admitted == handle.job.n:
                     self._waiting.popleft()
         return joiners
 
-    def _new_seq(self, handle: Handle, choice: int) -> _Seq:
-        sampling = handle.job.sampling
-        temperature = sampling.temperature if sampling.temperature >= GREEDY_BELOW else 0.0
-        config = GenerationConfig(temperature=temperature, top_p=sampling.top_p)
+    def _choice(self, handle: Handle, index: int) -> Choice:
+        """Choice ``index`` of a request, with its own sampler: seeded ``seed + index``, or
+        from a fresh random seed when the request has none."""
+        job = handle.job
+        sampling = job.sampling
         generator = None
-        if temperature > 0:
+        if sampling.temperature >= GREEDY_BELOW:
             seed = sampling.seed
-            seed = int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed + choice
+            seed = int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed + index
             # on the model's device: torch.multinomial refuses a generator from another one
-            generator = torch.Generator(device=self.device).manual_seed(seed)
-        return _Seq(
-            handle, choice, config, generator, _Text(self.tokenizer, handle.job, self.stop_ids)
+            generator = torch.Generator(device=self.batch.device).manual_seed(seed)
+        return Choice(
+            job.examples,
+            job.streams,
+            job.weights,
+            job.max_new_tokens,
+            sampling.temperature,
+            sampling.top_p,
+            generator,
+            job.logprobs,
+            owner=(handle, index, _Text(self.tokenizer, job, self.stop_ids)),
         )
 
-    def _forward(
-        self,
-        embeds: torch.Tensor,
-        mask: torch.Tensor,
-        positions: torch.Tensor,
-        cache: DynamicCache,
-        streams: Sequence[Stream],
-    ) -> torch.Tensor:
-        """Last-position logits of every row, each through its own control and CLM switch."""
-        aligned = torch.tensor([s.aligned for s in streams], device=self.device)
-        self._route(_adapter_plan(self.model, [s.preference for s in streams]))
-        with self.model.aligned_rows(aligned):
-            out = self.model.lm(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=1,
-                **{self.cache_keyword: cache},
-            )
-        return out.logits[:, -1].float()
-
-    def _streams(self, seqs: Sequence[_Seq]) -> list[Stream]:
-        return [s for seq in seqs for s in seq.job.streams]
-
-    def _prefill(self, joiners: list[_Seq]) -> None:
-        examples = [e for seq in joiners for e in seq.job.examples]
-        batch = {
-            k: v.to(self.device)
-            for k, v in collate(examples, self.tokenizer.pad_token_id, left=True).items()
-        }
-        mask = batch["attention_mask"]
-        embeds = self.model.embed(batch["input_ids"], batch["prefix_mask"], batch["preference_ids"])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        logits = self._forward(embeds, mask, positions, cache, self._streams(joiners))
-        self.stats["prefills"] += 1
-        self._merge(cache, mask, joiners)
-        tokens = self._pick(joiners, logits)
-        now = time.monotonic()
-        for seq in joiners:
-            if seq.handle.first_token is None:
-                seq.handle.first_token = now
-        self._advance(joiners, tokens, first=len(self._seqs) - len(joiners))
-
-    def _decode(self) -> None:
-        rows = self._mask.shape[0]
-        step_ids = self._next.unsqueeze(-1)
-        positions = self._mask.sum(-1, keepdim=True)  # real tokens so far = the next position
-        self._mask = torch.cat([self._mask, torch.ones_like(step_ids)], dim=-1)
-        logits = self._forward(
-            self.model.embed(step_ids),
-            self._mask,
-            positions,
-            self._cache,
-            self._streams(self._seqs),
-        )
-        self._complete_layers()
-        self.stats["steps"] += 1
-        self.stats["max_rows"] = max(self.stats["max_rows"], len(self._seqs))
-        if self.on_step is not None:
-            self.on_step(len(self._seqs), len(self._waiting))
-        log.debug("step: %d choices in %d rows", len(self._seqs), rows)
-        self._advance(list(self._seqs), self._pick(self._seqs, logits), first=0)
-
-    def _pick(self, seqs: Sequence[_Seq], logits: torch.Tensor) -> list[int]:
-        """Each choice's next token from its streams' mixed logits, by its own sampling."""
-        owner = torch.tensor(
-            [i for i, seq in enumerate(seqs) for _ in seq.job.streams], device=self.device
-        )
-        weights = torch.tensor(
-            [w for seq in seqs for w in seq.job.weights], device=self.device
-        ).unsqueeze(-1)
-        mixed = torch.zeros(len(seqs), logits.shape[-1], device=self.device)
-        mixed.index_add_(0, owner, logits * weights)
-        if self.suppressed:
-            mixed[:, self.suppressed] = float("-inf")
-        tokens = mixed.argmax(-1).tolist()
-        for i, seq in enumerate(seqs):
-            if seq.generator is not None:
-                tokens[i] = int(_pick(mixed[i : i + 1], seq.config, seq.generator)[0])
-            if seq.job.logprobs is not None:
-                # the row's own distribution (its streams mixed, the dial included), before
-                # temperature and top_p, as vLLM reports by default
-                logps = torch.log_softmax(mixed[i], dim=-1)
-                top = logps.topk(seq.job.logprobs) if seq.job.logprobs else None
-                alternatives = (
-                    list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top else []
-                )
-                seq.logprobs.append((tokens[i], float(logps[tokens[i]]), alternatives))
-        return tokens
-
-    def _advance(self, seqs: list[_Seq], tokens: list[int], first: int) -> None:
-        """Append each choice's token, tell its sink, and drop the rows that are done;
-        ``seqs`` are the batch's choices from index ``first`` on."""
+    def _after(self, choices: list[Choice], first: int) -> None:
+        """Tell each choice's sink of its new token (the last of its ``ids``) and drop the
+        choices that are done; ``choices`` are the batch's from index ``first`` on."""
         done = set()
-        next_ids = []
-        for offset, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
-            handle = seq.handle
-            seq.ids.append(token)
+        for offset, choice in enumerate(choices):
+            handle, index, text = choice.owner
             self.stats["tokens"] += 1
-            delta, stopped = seq.text.update(seq.ids, handle.job.stream)
-            reason = None
-            if stopped or token in self.stop_ids:
-                reason = "stop"
-            elif len(seq.ids) >= handle.job.max_new_tokens:
-                reason = "length"
+            delta, stopped = text.update(choice.ids, handle.job.stream)
+            reason = "stop" if stopped else choice.finish_reason(self.stop_ids)
+            logprobs = handle.job.logprobs is not None
             if handle.cancelled:
                 done.add(first + offset)
             elif reason is not None:
                 done.add(first + offset)
-                rest, content = seq.text.finish(seq.ids)  # after this token's own delta
+                rest, content = text.finish(choice.ids)  # after this token's own delta
                 handle.finished += 1
-                event = Event("finish", seq.choice, delta + rest, content, reason, len(seq.ids))
-                event.logprobs = list(seq.logprobs) if handle.job.logprobs is not None else None
+                event = Event("finish", index, delta + rest, content, reason, len(choice.ids))
+                event.logprobs = list(choice.logprobs) if logprobs else None
                 handle.sink(event)
             elif handle.job.stream:
-                event = Event("token", seq.choice, delta, completion_tokens=len(seq.ids))
-                event.logprobs = seq.logprobs[-1:] if handle.job.logprobs is not None else None
+                event = Event("token", index, delta, completion_tokens=len(choice.ids))
+                event.logprobs = choice.logprobs[-1:] if logprobs else None
                 handle.sink(event)
-            next_ids += [token] * len(seq.job.streams)
-        # the rows these choices feed next (all rows when this is a decode step)
-        new = torch.tensor(next_ids, dtype=torch.long, device=self.device)
-        if first == 0:
-            self._next = new
-        else:
-            self._next = torch.cat([self._next[: self._rows_before(first)], new])
-        cancelled = {i for i, s in enumerate(self._seqs) if s.handle.cancelled}
-        if done or cancelled:
-            self._remove(done | cancelled)
-
-    def _rows_before(self, index: int) -> int:
-        return sum(len(s.job.streams) for s in self._seqs[:index])
-
-    def _merge(self, cache: DynamicCache, mask: torch.Tensor, joiners: list[_Seq]) -> None:
-        """Append the newcomers' prefilled cache to the batch's, both left-padded to one
-        width (padding columns are masked, so they change nothing)."""
-        new = self._layer_pairs(cache, mask.shape[0], mask.shape[1])
-        if not self._seqs:
-            self._cache, self._mask, self._seqs = _cache_from(new), mask, list(joiners)
-            return
-        width = max(mask.shape[1], self._mask.shape[1])
-        old = self._layer_pairs(self._cache, self._mask.shape[0], self._mask.shape[1])
-        pairs = [
-            (
-                torch.cat([_pad_left(k0, width, 2), _pad_left(k1, width, 2)]),
-                torch.cat([_pad_left(v0, width, 2), _pad_left(v1, width, 2)]),
-            )
-            for (k0, v0), (k1, v1) in zip(old, new, strict=True)
-        ]
-        self._cache = _cache_from(pairs)
-        self._mask = torch.cat([_pad_left(self._mask, width, 1), _pad_left(mask, width, 1)])
-        self._seqs += joiners
-
-    def _layer_pairs(
-        self, cache: DynamicCache, rows: int, width: int
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(keys, values) of every decoder layer at ``width`` columns; a layer that a forward
-        skipped (the CLM layer when no row was aligned) is zero-filled: only unaligned rows,
-        whose output of that layer is discarded, ever read those columns."""
-        layers = [layer for layer in cache.layers if layer.is_initialized]
-        ref_k, ref_v = layers[0].keys, layers[0].values
-        pairs = []
-        for idx in range(max(self.n_layers, len(cache.layers))):
-            layer = cache.layers[idx] if idx < len(cache.layers) else None
-            if layer is None or not layer.is_initialized:
-                k = ref_k.new_zeros(rows, ref_k.shape[1], width, ref_k.shape[3])
-                v = ref_v.new_zeros(rows, ref_v.shape[1], width, ref_v.shape[3])
-            else:
-                k, v = layer.keys, layer.values
-                if k.shape[2] < width:  # skipped at the last steps: the missing columns go last
-                    k = torch.cat([k, k.new_zeros(*k.shape[:2], width - k.shape[2], k.shape[3])], 2)
-                    v = torch.cat([v, v.new_zeros(*v.shape[:2], width - v.shape[2], v.shape[3])], 2)
-            pairs.append((k, v))
-        return pairs
-
-    def _complete_layers(self) -> None:
-        """After a step that skipped the CLM layer: give it this step's column (zeros) in
-        place, so every layer keeps the mask's width without copying the others."""
-        width = self._mask.shape[1]
-        layers = self._cache.layers
-        if len(layers) < self.n_layers or any(not layer.is_initialized for layer in layers):
-            rows = self._mask.shape[0]
-            self._cache = _cache_from(self._layer_pairs(self._cache, rows, width))
-            return
-        for layer in layers:
-            missing = width - layer.keys.shape[2]
-            if missing > 0:
-                k, v = layer.keys, layer.values
-                layer.keys = torch.cat([k, k.new_zeros(*k.shape[:2], missing, k.shape[3])], 2)
-                layer.values = torch.cat([v, v.new_zeros(*v.shape[:2], missing, v.shape[3])], 2)
-
-    def _remove(self, indices: set[int]) -> None:
-        """Drop finished or cancelled choices and the columns no remaining row uses."""
-        keep_seqs = [s for i, s in enumerate(self._seqs) if i not in indices]
-        if not keep_seqs:
-            self._reset()
-            return
-        rows = []
-        for i, seq in enumerate(self._seqs):
-            start = self._rows_before(i)
-            if i not in indices:
-                rows += range(start, start + len(seq.job.streams))
-        keep = torch.tensor(rows, device=self.device)
-        mask = self._mask.index_select(0, keep)
-        used = mask.sum(0).nonzero()
-        start = int(used[0]) if len(used) else 0
-        pairs = self._layer_pairs(self._cache, self._mask.shape[0], self._mask.shape[1])
-        self._cache = _cache_from(
-            [
-                (k.index_select(0, keep)[:, :, start:], v.index_select(0, keep)[:, :, start:])
-                for k, v in pairs
-            ]
-        )
-        self._mask = mask[:, start:]
-        self._next = self._next.index_select(0, keep)
-        self._seqs = keep_seqs
+        cancelled = {i for i, c in enumerate(self.batch.choices) if c.owner[0].cancelled}
+        self.batch.drop(done | cancelled)

@@ -1,54 +1,57 @@
-"""Batched generation where every row may use its own control, and logits may be mixed.
+"""Offline generation: rows decoded by the decode core's step, driven synchronously.
 
-Each output row is decoded from one or more *streams* (the same prompt under a given
-control); the row's next-token logits are a weighted sum of its streams' logits. One stream
-with weight 1 is plain controlled generation; two streams with weights (1 - a, a) are the
-alignment dial. All streams of all rows run in one left-padded batch with one KV cache, so
-a mixed batch gives the tokens each row would get alone.
+Every output row is one ``decode.Row`` (its streams and their weights: a control per row,
+the alignment dial per row). ``generate_ids`` keeps up to ``batch_size`` rows in flight in
+one ``DecodeBatch``: a row that stops leaves at once and the next waiting row joins, so a
+long answer does not hold the others' places. It is the step the server's engine runs, so a
+mixed batch gives the tokens each row would get alone, offline and served.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
+from ctrlalign.inference.decode import GREEDY_BELOW, Choice, DecodeBatch, Row, Stream
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import Blend
-from ctrlalign.model.layout import Message, collate, encode_prompt
-
-
-@dataclass(frozen=True)
-class Stream:
-    """A prompt under one control: which preference (its prefix and adapter) or natively
-    composed blend of them, and for a CLM run whether it goes through the identity layer
-    (aligned) or around it (unaligned)."""
-
-    preference: str | Blend | None = None
-    aligned: bool = True
-
-
-@dataclass(frozen=True)
-class Row:
-    messages: tuple[tuple[str, str], ...]
-    streams: tuple[Stream, ...] = (Stream(),)
-    weights: tuple[float, ...] = (1.0,)
-    #: this row's own cap (a server's per-request ``max_tokens``); default: the config's
-    max_new_tokens: int | None = None
+from ctrlalign.model.layout import Message, encode_prompt
 
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    batch_size: int = 8
-    stop_ids: list[int] = field(default_factory=list)
+    """How offline generation decodes; the CLI builds one flag per field."""
+
+    max_new_tokens: int = field(
+        default=128, metadata={"help": "cap on new tokens per answer (a row may set its own)"}
+    )
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 is greedy"})
+    top_p: float = field(
+        default=1.0,
+        metadata={
+            "help": "nucleus sampling: keep the smallest set of tokens "
+            "whose probability reaches top_p (1 keeps all)"
+        },
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "row i samples from a generator seeded seed + i, so "
+            "an answer does not depend on what it is batched with"
+        },
+    )
+    batch_size: int = field(
+        default=8,
+        metadata={"help": "answers decoded together; a finished one makes room for the next"},
+    )
+    stop_ids: list[int] = field(
+        default_factory=list,
+        metadata={"help": "token ids that end an answer (default: the model's end tokens)"},
+    )
 
 
 def as_messages(prompt: str | Sequence[Message]) -> tuple[tuple[str, str], ...]:
@@ -87,97 +90,35 @@ def alpha_row(
     return Row(as_messages(prompt), streams, weights)
 
 
-def _alignment(rows: Sequence[Row]) -> torch.Tensor:
-    """Per batch row (streams in the order ``_generate_batch`` lays them out): aligned?"""
-    return torch.tensor([s.aligned for row in rows for s in row.streams])
-
-
-def _pick(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator):
-    if config.temperature <= 0:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits.float() / config.temperature, dim=-1)
-    if config.top_p < 1.0:
-        sorted_p, order = probs.sort(-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > config.top_p
-        sorted_p[drop] = 0.0
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def _adapters_for(model: ControlledLM, rows: Sequence[Row]) -> contextlib.AbstractContextManager:
-    """Route each LoRA stream through its preference's adapter: one adapter for the whole
-    batch when the rows share a preference (the common case, e.g. evaluating one run; a
-    plain forward), per-row adapters otherwise."""
-    if model.control is None or not model.control.per_preference_weights:
-        return contextlib.nullcontext()
-    prefs = [s.preference for row in rows for s in row.streams]
-    if None in prefs:
-        return contextlib.nullcontext()  # encode_prompt names the problem
-    if len(set(prefs)) == 1 and isinstance(prefs[0], str):
-        return model.control.use(prefs[0])
-    return model.control.per_row(prefs)
-
-
-@torch.no_grad()
-def _generate_batch(
+def _choices(
     model: ControlledLM,
     tokenizer: PreTrainedTokenizerBase,
-    rows: list[Row],
+    rows: Sequence[Row],
     config: GenerationConfig,
-    generator: torch.Generator,
-) -> list[list[int]]:
-    examples, owner, weights = [], [], []
-    for i, row in enumerate(rows):
-        for stream, weight in zip(row.streams, row.weights, strict=True):
-            chat = [{"role": r, "content": c} for r, c in row.messages]
-            examples.append(encode_prompt(tokenizer, model.control, chat, stream.preference))
-            owner.append(i)
-            weights.append(weight)
+) -> list[Choice]:
+    """Each row encoded under each of its streams, with its own sampler: row i draws from
+    a generator seeded ``config.seed + i``, as the server's choice i of a seeded request."""
     device = next(model.parameters()).device
-    batch = {
-        k: v.to(device) for k, v in collate(examples, tokenizer.pad_token_id, left=True).items()
-    }
-    owner_t = torch.tensor(owner, device=device)
-    weight_t = torch.tensor(weights, device=device).unsqueeze(-1)
-    suppressed = model.control.suppressed_token_ids() if model.control is not None else []
-    stop = torch.tensor(config.stop_ids or model.end_ids(tokenizer), device=device)
-
-    limits = torch.tensor(
-        [row.max_new_tokens or config.max_new_tokens for row in rows], device=device
-    )
-    mask = batch["attention_mask"]
-    embeds = model.embed(batch["input_ids"], batch["prefix_mask"], batch["preference_ids"])
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = {model.cache_argument: DynamicCache()}
-    out = [[] for _ in rows]
-    done = torch.zeros(len(rows), dtype=torch.bool, device=device)
-    for step in range(int(limits.max())):
-        logits = (
-            model.lm(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                position_ids=positions,
-                use_cache=True,
-                logits_to_keep=1,
-                **cache,
-            )
-            .logits[:, -1]
-            .float()
+    sampled = config.temperature >= GREEDY_BELOW
+    out = []
+    for i, row in enumerate(rows):
+        chat = [{"role": r, "content": c} for r, c in row.messages]
+        examples = tuple(
+            encode_prompt(tokenizer, model.control, chat, s.preference) for s in row.streams
         )
-        mixed = torch.zeros(len(rows), logits.shape[-1], device=device)
-        mixed.index_add_(0, owner_t, logits * weight_t)
-        if suppressed:
-            mixed[:, suppressed] = float("-inf")
-        nxt = _pick(mixed, config, generator)
-        for i in (~done).nonzero(as_tuple=True)[0].tolist():
-            out[i].append(int(nxt[i]))
-        done |= torch.isin(nxt, stop) | (limits <= step + 1)
-        if bool(done.all()):
-            break
-        step_ids = nxt[owner_t].unsqueeze(-1)
-        embeds = model.embed(step_ids)
-        mask = torch.cat([mask, torch.ones_like(step_ids)], dim=-1)
-        positions = positions[:, -1:] + 1
+        # on the model's device: torch.multinomial refuses a generator from another one
+        generator = torch.Generator(device=device).manual_seed(config.seed + i) if sampled else None
+        out.append(
+            Choice(
+                examples,
+                row.streams,
+                row.weights,
+                row.max_new_tokens or config.max_new_tokens,
+                config.temperature,
+                config.top_p,
+                generator,
+            )
+        )
     return out
 
 
@@ -192,16 +133,30 @@ def generate_ids(
     with its stop id (so a caller can tell a stop from running out of tokens)."""
     config = config or GenerationConfig()
     model.eval()
-    # on the model's device: torch.multinomial refuses a generator from another device
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    out: list[list[int]] = []
-    starts = range(0, len(rows), config.batch_size)
-    for start in tqdm(starts, desc="generating", disable=not progress):
-        batch = rows[start : start + config.batch_size]
-        with model.aligned_rows(_alignment(batch)), _adapters_for(model, batch):
-            out += _generate_batch(model, tokenizer, batch, config, generator)
-    return out
+    stop_ids = set(config.stop_ids or model.end_ids(tokenizer))
+    batch = DecodeBatch(model, tokenizer.pad_token_id, stop_ids)
+    choices = _choices(model, tokenizer, rows, config)
+    waiting = choices[::-1]  # popped from the end: rows join in order
+    bar = tqdm(total=len(rows), desc="generating", disable=not progress)
+
+    def drop_finished() -> None:
+        done = {i for i, c in enumerate(batch.choices) if c.finish_reason(stop_ids)}
+        batch.drop(done)
+        bar.update(len(done))
+
+    try:
+        while waiting or batch.choices:
+            free = min(len(waiting), config.batch_size - len(batch.choices))
+            if free:
+                batch.join([waiting.pop() for _ in range(free)])
+                drop_finished()
+            if batch.choices:
+                batch.step()
+                drop_finished()
+    finally:
+        batch.reset()
+        bar.close()
+    return [choice.ids for choice in choices]
 
 
 def decode(tokenizer: PreTrainedTokenizerBase, ids: list[int], config: GenerationConfig) -> str:
