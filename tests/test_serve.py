@@ -22,7 +22,7 @@ import requests
 import torch
 from conftest import big_init
 
-from ctrlalign.inference.engine import encode_text
+from ctrlalign.inference.jobs import encode_text
 from ctrlalign.inference.generation import (
     GenerationConfig,
     Row,

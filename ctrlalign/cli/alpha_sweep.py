@@ -42,14 +42,15 @@ def run(args: argparse.Namespace) -> int:
     from ctrlalign.data import DataError, load_preference_data
     from ctrlalign.evaluation import sweep
     from ctrlalign.evaluation.judges import reward_scorer
-    from ctrlalign.inference.dial import check_dial
+    from ctrlalign.inference.dial import DialRequest, resolve
     from ctrlalign.model.device import resolve_device
-    from ctrlalign.model.rundir import default_preference, load_run, read_run_info
+    from ctrlalign.model.rundir import load_run, read_run_info
 
     prompts = [row["prompt"] for row in read_prompt_rows(args)]
     info = read_run_info(args.run)
-    preference = args.preference if args.preference is not None else default_preference(info)
-    check_dial(info, args.alphas[0], preference, args.against)
+    # the flags checked against run.yaml before the model loads (every alpha alike)
+    dial = resolve(info, DialRequest("", args.preference, args.against, args.alphas[0]))
+    preference = dial.preference
     pairs = None
     if args.pairs:  # checked before any generation
         if not info.get("clm"):

@@ -50,39 +50,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctrlalign.data.io import write_jsonl
-    from ctrlalign.inference.dial import DialRequest, check_dial, dial_row, parse_preference
+    from ctrlalign.inference.dial import DialRequest, dial_row, resolve
     from ctrlalign.inference.generation import generate_rows
     from ctrlalign.model.controls import Blend
-    from ctrlalign.model.rundir import default_preference, load_run, read_run_info
+    from ctrlalign.model.rundir import load_run, read_run_info
 
     prompts = read_prompt_rows(args)
     info = read_run_info(args.run)
-    check_dial(info, args.alpha, args.preference or default_preference(info), args.against)
-    run = load_run(args.run, **placement(args))
-    requests = [
-        DialRequest(
-            p["prompt"],
-            p.get("preference", args.preference),
-            args.against,
-            p.get("alpha", args.alpha),
-            compose=args.compose,
+    # every line checked against run.yaml before the model loads
+    dials = [
+        resolve(
+            info,
+            DialRequest(
+                p["prompt"],
+                p.get("preference", args.preference),
+                args.against,
+                p.get("alpha", args.alpha),
+                compose=args.compose,
+            ),
         )
         for p in prompts
     ]
-    rows = [dial_row(run, request) for request in requests]
+    run = load_run(args.run, **placement(args))
+    rows = [dial_row(run, dial) for dial in dials]
     answers = generate_rows(run.model, run.tokenizer, rows, generation_config(args), progress=True)
-    dial = args.alpha is not None or info.get("clm") or any("alpha" in p for p in prompts)
+    dialled = info.get("clm") or any(d.alpha is not None for d in dials)
     out = []
-    for request, answer in zip(requests, answers, strict=True):
-        preference = request.preference
-        if preference is None:
-            preference = default_preference(info)
-        line = {"prompt": request.prompt, "preference": preference, "response": answer}
-        if isinstance(parse_preference(preference, run.preferences), Blend):
+    for dial, answer in zip(dials, answers, strict=True):
+        line = {"prompt": dial.request.prompt, "preference": dial.label, "response": answer}
+        if isinstance(dial.preference, Blend):
             line["compose"] = args.compose
-        if dial:
-            alpha = 1.0 if request.alpha is None else float(request.alpha)
-            line.update(alpha=alpha, against=args.against)
+        if dialled:
+            line.update(alpha=1.0 if dial.alpha is None else dial.alpha, against=args.against)
         out.append(line)
     if args.output:
         write_jsonl(args.output, out)

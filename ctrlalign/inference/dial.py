@@ -139,34 +139,58 @@ def _check_names(control: Control, name: str | Blend, request: DialRequest) -> N
             control.index(part)
 
 
-def dial_row(run: Run, request: DialRequest) -> Row:
-    """The generation row for one request, or a ``DialError`` naming what is wrong."""
-    alpha = None
-    if request.alpha is not None:
-        try:
-            alpha = parse_alpha(request.alpha)
-        except ValueError as err:
-            raise DialError(str(err), "alpha") from None
+@dataclass(frozen=True)
+class Dial:
+    """A request resolved against its run, once: the preference parsed and defaulted to
+    the run's, alpha parsed, the combination checked."""
+
+    request: DialRequest
+    #: the preference (a name or a blend) the row answers under; None: a run without controls
+    preference: str | Blend | None
+    #: the dial; None when the request set none (1: the aligned model, plain ``preference``)
+    alpha: float | None
+
+    @property
+    def label(self) -> str | Mapping[str, float] | Blend | None:
+        """The preference as the request gave it (the run's default when it gave none),
+        for output that names what answered."""
+        asked = self.request.preference
+        return asked if asked is not None else self.preference
+
+
+def resolve(info: dict, request: DialRequest) -> Dial:
+    """``request`` checked against a run's ``run.yaml`` alone (so a CLI can refuse before
+    loading a model), or a ``DialError`` naming the field at fault."""
+    alpha = None if request.alpha is None else parse_alpha(request.alpha)
     if request.compose not in COMPOSE_MODES:
         raise DialError(
             f"compose must be one of {', '.join(COMPOSE_MODES)}, got {request.compose!r}",
             "compose",
         )
-    control = run.model.control
-    preference = parse_preference(request.preference, run.preferences)
-    if preference is not None and control is None and not run.info.get("clm"):
-        raise DialError(f"this run ({run.info.get('method')}) has no preferences", "preference")
+    preference = parse_preference(request.preference, info.get("preferences") or [])
+    if preference is not None and not info.get("control") and not info.get("clm"):
+        raise DialError(f"this run ({info.get('method')}) has no preferences", "preference")
     if preference is None:
-        preference = default_preference(run.info)
-    check_dial(run.info, alpha, preference, request.against)
+        preference = default_preference(info)
+    check_dial(info, alpha, preference, request.against)
+    return Dial(request, preference, alpha)
+
+
+def dial_row(run: Run, request: DialRequest | Dial) -> Row:
+    """The generation row for one request (resolved here unless it already is), or a
+    ``DialError`` naming what is wrong."""
+    dial = request if isinstance(request, Dial) else resolve(run.info, request)
+    request = dial.request
+    control = run.model.control
     if control is not None:
-        for field, name in (("preference", preference), ("against", request.against)):
+        for field, name in (("preference", dial.preference), ("against", request.against)):
             if name is not None:
                 try:
                     _check_names(control, name, request)
                 except ValueError as err:
                     raise DialError(str(err), field) from None
-    high = blend_streams(preference, request.compose)
-    a = 1.0 if alpha is None else alpha
-    row = alpha_row(request.prompt, a, preference, request.against, high)
-    return Row(row.messages, row.streams, row.weights, request.max_new_tokens)
+    high = blend_streams(dial.preference, request.compose)
+    alpha = 1.0 if dial.alpha is None else dial.alpha
+    return alpha_row(
+        request.prompt, alpha, dial.preference, request.against, high, request.max_new_tokens
+    )

@@ -25,140 +25,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ctrlalign.inference.decode import (
-    GREEDY_BELOW,
-    Choice,
-    DecodeBatch,
-    Row,
-    Stream,
-    TokenLogprob,
-)
+from ctrlalign.inference.decode import GREEDY_BELOW, Choice, DecodeBatch
+from ctrlalign.inference.jobs import EngineClosed, Event, Handle, Job, QueueFull, Sink
 from ctrlalign.model.controlled_lm import ControlledLM
-from ctrlalign.model.controls import Blend, Control
-from ctrlalign.model.layout import Example, Message, control_prefix, encode_prompt, prompt_ids
-from ctrlalign.model.logprobs import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("continuous", "static")
-
-
-class QueueFull(RuntimeError):
-    """The engine already holds ``max_queue`` waiting requests (HTTP 429)."""
-
-
-class EngineClosed(RuntimeError):
-    """The engine is shutting down and takes no new requests (HTTP 503)."""
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How one request picks its tokens; temperature 0 is greedy."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    #: choice i draws from a generator seeded ``seed + i``; None: a fresh random seed
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    """One request as the engine runs it: its prompt encoded under each stream, and what
-    every one of its ``n`` choices stops on."""
-
-    examples: tuple[Example, ...]  # one per stream: [control prefix][prompt]
-    streams: tuple[Stream, ...]
-    weights: tuple[float, ...]
-    max_new_tokens: int
-    sampling: Sampling = Sampling()
-    n: int = 1
-    stop: tuple[str, ...] = ()
-    #: chat answers are stripped like ``generation.decode``; raw completions keep their spaces
-    strip: bool = True
-    #: send a ``token`` event per generated token (streaming); otherwise only ``finish``
-    stream: bool = False
-    #: the prompt's own tokens, control prefix excluded (what ``usage`` reports)
-    prompt_tokens: int = 0
-    #: report each token's log-probability and this many alternatives; None: none
-    logprobs: int | None = None
-
-    @property
-    def total_prompt_tokens(self) -> int:
-        """Tokens the longest stream prefills (the control prefix included)."""
-        return max(len(e.input_ids) for e in self.examples)
-
-
-def encode_text(
-    tokenizer: PreTrainedTokenizerBase,
-    control: Control | None,
-    text: str,
-    preference: str | Blend | None,
-) -> Example:
-    """``[control prefix][text]`` for a raw completion: no chat template, the text as given."""
-    ids = tokenizer(text).input_ids
-    if control is None:
-        return Example(ids, [IGNORE_INDEX] * len(ids), 0, 0)
-    prefix, preference_id = control_prefix(control, preference)
-    ids = prefix + ids
-    return Example(ids, [IGNORE_INDEX] * len(ids), preference_id, len(prefix))
-
-
-def encode_row(
-    model: ControlledLM, tokenizer: PreTrainedTokenizerBase, row: Row, text: str | None = None
-) -> tuple[tuple[Example, ...], int]:
-    """Every stream of ``row`` encoded (its chat messages, or ``text`` as a raw completion
-    prompt), and the prompt's own token count."""
-    chat: list[Message] = [{"role": r, "content": c} for r, c in row.messages]
-    examples = []
-    for stream in row.streams:
-        if text is None:
-            examples.append(encode_prompt(tokenizer, model.control, chat, stream.preference))
-        else:
-            examples.append(encode_text(tokenizer, model.control, text, stream.preference))
-    own = len(tokenizer(text).input_ids) if text is not None else len(prompt_ids(tokenizer, chat))
-    return tuple(examples), own
-
-
-@dataclass
-class Event:
-    """What the engine tells a request's sink, from the worker thread."""
-
-    kind: str  # "token" (streaming only), "finish" (one per choice), "error"
-    choice: int = 0
-    #: token: the new text (may be empty: a partial character, a held-back stop prefix);
-    #: finish: the text not sent yet
-    text: str = ""
-    content: str = ""  # finish: the whole answer
-    finish_reason: str | None = None  # finish: "stop" or "length"
-    completion_tokens: int = 0
-    error: Exception | None = None
-    #: with ``Job.logprobs``: (token, logprob, [(alternative, logprob), ...]) per token;
-    #: a token event has its own token's, a finish event every token's
-    logprobs: list[TokenLogprob] | None = None
-
-
-Sink = Callable[[Event], None]
-
-
-@dataclass
-class Handle:
-    """A submitted request: ``cancel`` drops its rows at the next step (client gone)."""
-
-    job: Job
-    sink: Sink
-    submitted: float = field(default_factory=time.monotonic)
-    first_token: float | None = None
-    cancelled: bool = False
-    admitted: int = 0  # choices that have joined the batch so far
-    finished: int = 0
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class _Text:

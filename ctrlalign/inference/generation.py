@@ -70,6 +70,7 @@ def alpha_row(
     preference: str | Blend | None = None,
     against: str | None = None,
     high: Sequence[tuple[Stream, float]] | None = None,
+    max_new_tokens: int | None = None,
 ) -> Row:
     """The alignment dial: logits = (1 - alpha) * low + alpha * high.
 
@@ -87,7 +88,7 @@ def alpha_row(
     parts = [(low, 1.0 - alpha)] + [(s, alpha * w) for s, w in high or [(Stream(preference), 1.0)]]
     parts = [(s, w) for s, w in parts if w != 0]
     streams, weights = zip(*parts, strict=True)
-    return Row(as_messages(prompt), streams, weights)
+    return Row(as_messages(prompt), streams, weights, max_new_tokens)
 
 
 def _choices(
