@@ -80,7 +80,9 @@ def serve(args: argparse.Namespace) -> None:
     """The worker: one scheduler's server; prints its port, then serves until killed."""
     import torch
 
-    from ctrlalign.inference.serving import Service, bind, build_app, uvicorn_server
+    from ctrlalign.inference.serving.app import build_app
+    from ctrlalign.inference.serving.server import bind, uvicorn_server
+    from ctrlalign.inference.serving.service import Service
     from ctrlalign.model.controlled_lm import ControlledLM
     from ctrlalign.model.controls import build_control
     from ctrlalign.model.loading import load_model

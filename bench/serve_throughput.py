@@ -55,7 +55,9 @@ def main() -> None:
     args = parse_args()
     require_file(args.data, "HH-RLHF helpful-base test data")
     from ctrlalign.data import load_preference_data
-    from ctrlalign.inference.serving import ServerThread, Service, build_app
+    from ctrlalign.inference.serving.app import build_app
+    from ctrlalign.inference.serving.server import ServerThread
+    from ctrlalign.inference.serving.service import Service
     from ctrlalign.model.controlled_lm import ControlledLM
     from ctrlalign.model.controls import build_control
     from ctrlalign.model.loading import load_model

@@ -22,7 +22,6 @@ import requests
 import torch
 from conftest import big_init
 
-from ctrlalign.inference.jobs import encode_text
 from ctrlalign.inference.generation import (
     GenerationConfig,
     Row,
@@ -31,7 +30,10 @@ from ctrlalign.inference.generation import (
     generate_ids,
     generate_rows,
 )
-from ctrlalign.inference.serving import ServerThread, Service, build_app
+from ctrlalign.inference.jobs import encode_text
+from ctrlalign.inference.serving.app import build_app
+from ctrlalign.inference.serving.server import ServerThread
+from ctrlalign.inference.serving.service import Service
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control
 from ctrlalign.model.identity_layer import insert_identity_layer

@@ -37,34 +37,64 @@ def _value_type(hint: object) -> object:
     return hint
 
 
+def _field_flag(config_cls: type, f: dataclasses.Field, hint: object) -> dict:
+    """argparse keywords for one dataclass field: typed by its hint, its help text, and
+    its ``choices`` when the field's metadata names them (from a registry)."""
+    value = _value_type(hint)
+    # argparse %-formats help texts: a field's "30%" must stay a percent sign
+    kwargs: dict = {"dest": f.name, "help": (f.metadata.get("help") or "").replace("%", "%%")}
+    if "choices" in f.metadata:
+        kwargs["choices"] = list(f.metadata["choices"])
+    if value is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(value) is list:
+        kwargs["type"] = parse_list
+    elif typing.get_origin(value) is dict:
+        kwargs["type"] = parse_mapping
+        kwargs["metavar"] = "KEY=VALUE,..."
+    elif value is float:
+        kwargs["type"] = finite_float
+    elif value in (int, str):
+        kwargs["type"] = value
+    else:
+        raise TypeError(f"{config_cls.__name__}.{f.name}: no flag parser for {value}")
+    return kwargs
+
+
+def add_fields_flags(
+    parser: argparse.ArgumentParser, config_cls: type, skip: tuple[str, ...] = ()
+) -> None:
+    """One ``--flag`` per field of ``config_cls`` (but ``skip``), defaulting to the field's
+    default; ``fields_config`` reads them back."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        kwargs = _field_flag(config_cls, f, hints[f.name])
+        if f.default_factory is not dataclasses.MISSING:
+            kwargs["default"] = f.default_factory()
+        elif f.default is not dataclasses.MISSING:
+            kwargs["default"] = f.default
+        else:
+            kwargs["required"] = True
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def fields_config(args: argparse.Namespace, config_cls: type, **values: object):
+    """``config_cls`` from the flags ``add_fields_flags`` made (plus ``values``)."""
+    names = [f.name for f in dataclasses.fields(config_cls) if hasattr(args, f.name)]
+    return config_cls(**{name: getattr(args, name) for name in names}, **values)
+
+
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """``--config FILE.yaml`` and one ``--flag`` per field of ``config_cls``, typed by its
     hint, with its help text (``config_from_args`` reads both)."""
     parser.add_argument("--config", help="YAML file with the same keys as the flags")
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        value = _value_type(hints[f.name])
-        kwargs: dict = {
-            "dest": f.name,
-            "default": argparse.SUPPRESS,
-            # argparse %-formats help texts: a field's "30%" must stay a percent sign
-            "help": (f.metadata.get("help") or "").replace("%", "%%") or None,
-        }
-        if value is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif typing.get_origin(value) is list:
-            kwargs["type"] = parse_list
-        elif typing.get_origin(value) is dict:
-            kwargs["type"] = parse_mapping
-            kwargs["metavar"] = "KEY=VALUE,..."
-        elif value is float:
-            kwargs["type"] = finite_float
-        elif value in (int, str):
-            kwargs["type"] = value
-        else:
-            raise TypeError(f"{config_cls.__name__}.{f.name}: no flag parser for {value}")
-        parser.add_argument(flag, **kwargs)
+        kwargs = _field_flag(config_cls, f, hints[f.name])
+        kwargs["default"] = argparse.SUPPRESS
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, config_cls: type):
@@ -117,24 +147,17 @@ def parse_band(text: str) -> tuple[float, float]:
 
 
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
-    """Decoding flags shared by ``generate`` and ``alpha-sweep``."""
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="cap on new tokens")
-    parser.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
-    parser.add_argument("--top-p", type=finite_float, default=1.0, help="nucleus sampling mass")
-    parser.add_argument("--batch-size", type=int, default=8, help="rows decoded together")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    """Decoding flags shared by ``generate`` and ``alpha-sweep``: one per field of
+    ``GenerationConfig`` (stop ids come from the model)."""
+    from ctrlalign.inference.generation import GenerationConfig
+
+    add_fields_flags(parser, GenerationConfig, skip=("stop_ids",))
 
 
 def generation_config(args: argparse.Namespace):
     from ctrlalign.inference.generation import GenerationConfig
 
-    return GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        batch_size=args.batch_size,
-    )
+    return fields_config(args, GenerationConfig)
 
 
 def add_device_flags(parser: argparse.ArgumentParser) -> None:

@@ -18,11 +18,6 @@ The parts, as vLLM keeps them apart:
   ``dial.dial_row``, the path the CLI uses; the jobs go to a ``jobs.ServingEngine``;
 - ``responses``: engine events shaped into OpenAI's bodies and server-sent events;
 - ``middleware``: the API key, the body limit, request counting, OpenAI's error bodies;
-- ``metrics``: the Prometheus series; ``app``: the FastAPI app; ``server``: uvicorn.
+- ``metrics``: the Prometheus series; ``app``: the FastAPI app; ``server``: uvicorn;
+  ``config``: the settings (``ServeConfig``), one ``ctrlalign serve`` flag per field.
 """
-
-from ctrlalign.inference.serving.app import build_app
-from ctrlalign.inference.serving.server import ServerThread, bind, uvicorn_server
-from ctrlalign.inference.serving.service import Service
-
-__all__ = ["ServerThread", "Service", "bind", "build_app", "uvicorn_server"]
