@@ -292,14 +292,9 @@ def environment() -> dict:
     import transformers
     import trl
 
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
+    from ctrlalign.model.device import cpu_description, resolve_dtype
+
+    cpu = cpu_description()
     flags = ""
     try:
         with open("/proc/cpuinfo") as fh:
@@ -312,7 +307,9 @@ def environment() -> dict:
         "transformers": transformers.__version__,
         "trl": trl.__version__,
         "peft": peft.__version__,
-        "cpu": cpu,
+        "cpu": cpu["model"],
+        "bf16_units": cpu["bf16_units"],
+        "auto_dtype": str(resolve_dtype("auto", torch.device("cpu"))).removeprefix("torch."),
         "avx2": " avx2" in flags,
         "avx512": " avx512f" in flags,
         "logical_cpus": os.cpu_count(),

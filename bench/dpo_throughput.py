@@ -187,9 +187,14 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     from ctrlalign.model.controlled_lm import ControlledLM
     from ctrlalign.model.loading import load_model
     from ctrlalign.model.pairs import collate_pairs, encode_pairs
-    from ctrlalign.training.config import TrainConfig
-    from ctrlalign.training.preference import DPOObjective, PairTrainer, with_reference_logps
-    from ctrlalign.training.stage import run_stage, training_arguments
+    from ctrlalign.training.config import ONLY_STEP, TrainConfig
+    from ctrlalign.training.preference import (
+        PairPreferenceObjective,
+        PairTrainer,
+        with_reference_logps,
+    )
+    from ctrlalign.training.stage import run_stage
+    from ctrlalign.training.trainer import training_arguments
 
     lm, tokenizer = load_model(args.model)
     data, records = select_records(args, tokenizer)
@@ -201,7 +206,7 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
         method="dpo",
         model=args.model,
         beta=BETA,
-        lr_second=LR,
+        learning_rate=LR,
         batch_size=args.batch,
         micro_batch_size=args.batch,
         max_length=args.max_length,
@@ -211,7 +216,7 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     started = time.perf_counter()
     pairs = with_reference_logps(model, pairs, tokenizer.pad_token_id, args.batch)
     reference_seconds = time.perf_counter() - started
-    stage_dir = out_dir / "checkpoints" / "second"
+    stage_dir = out_dir / "checkpoints" / ONLY_STEP
     targs = training_arguments(config, stage_dir, lr=LR, epochs=config.epochs)
     targs.train_sampling_strategy = "sequential"
     targs.disable_tqdm = True
@@ -224,7 +229,7 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
             self.data_collator = PairCounter(self.data_collator, meter, count_ours)
             add_callbacks(self, meter)
 
-    objective = DPOObjective(model, BETA)
+    objective = PairPreferenceObjective(model, BETA)
     params = list(model.parameters())
     run_stage(
         objective,

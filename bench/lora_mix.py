@@ -387,7 +387,7 @@ def model_level(args: argparse.Namespace, parts: set[str]) -> dict:
     from ctrlalign.model.controls import build_control
     from ctrlalign.model.layout import prompt_ids
     from ctrlalign.model.loading import load_model
-    from ctrlalign.training.stage import ConditionalLMObjective
+    from ctrlalign.training.objectives import ConditionalLMObjective
 
     lm, tokenizer = load_model(args.model)
     names = [f"pref{i}" for i in range(args.preferences)]

@@ -201,14 +201,10 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
     from ctrlalign.model.layout import encode_records
     from ctrlalign.model.loading import load_model
     from ctrlalign.training.config import TrainConfig
-    from ctrlalign.training.stage import (
-        ConditionalLMObjective,
-        ControlTrainer,
-        conditional_collator,
-        enable_checkpointing,
-        run_stage,
-        training_arguments,
-    )
+    from ctrlalign.training.objectives import ConditionalLMObjective
+    from ctrlalign.training.placement import enable_checkpointing
+    from ctrlalign.training.stage import conditional_collator, run_stage
+    from ctrlalign.training.trainer import ControlTrainer, training_arguments
 
     kind, stage = OURS[name]
     first = stage == "first"
@@ -246,13 +242,13 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
         gradient_checkpointing=checkpointing,
     )
     config.validate()
-    # as ctrlalign.training.meet.train does for one stage
+    # as ctrlalign.training.conditional.train does for one stage
     params = control.first_stage_parameters(lm) if first else list(model.parameters())
     handles = control.restrict_first_stage(lm) if first else []
     targs = training_arguments(
         config,
         out_dir / "checkpoints" / stage,
-        lr=config.lr_first if first else config.lr_second,
+        lr=config.stage_lr(stage),
         epochs=config.epochs,
     )
     targs.train_sampling_strategy = "sequential"

@@ -55,10 +55,10 @@ from ctrlalign.evaluation.runner import EvalOptions, EvaluationSetupError, prepa
 from ctrlalign.inference.generation import GenerationConfig
 from ctrlalign.model.rundir import RUN_FILE, load_run, read_run_info
 from ctrlalign.training import TrainConfig, train_any
-from ctrlalign.training.config import RewardModelConfig
+from ctrlalign.training.config import RewardModelConfig, upgrade_settings
 from ctrlalign.training.guard import RUNTIME_SETTINGS
 from ctrlalign.training.reward_model import is_trained, train_reward_model
-from ctrlalign.training.stage import load_splits
+from ctrlalign.training.splits import load_splits
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def _check_done_run(name: str, config: TrainConfig) -> bool:
     folder = Path(config.output)
     if not (folder / RUN_FILE).is_file():
         return False
-    changed = _differences(read_run_info(folder), config.to_dict())
+    changed = _differences(upgrade_settings(read_run_info(folder)), config.to_dict())
     if changed:
         raise ExperimentError(
             f"run {name} in {folder} was trained with other settings ({'; '.join(changed)}); "

@@ -20,7 +20,7 @@ DATA=preferences:ctrlalign/demo_data/concise_detailed.jsonl
 BIN=${BIN:-.venv/bin}   # the environment `make test` / `make demo` set up
 mkdir -p "$OUT"
 "$BIN/ctrlalign" train --method clm --data "$DATA" --chosen concise --rejected detailed \
-    --eval-fraction 0.2 --epochs "$EPOCHS" --batch-size 8 --micro-batch-size 4 --lr-second "$LR" \
+    --eval-fraction 0.2 --epochs "$EPOCHS" --batch-size 8 --micro-batch-size 4 --learning-rate "$LR" \
     --beta "$BETA" --max-length 256 --seed 42 --output "$OUT/run"
 # what no training record had: the run's own held-out split, 16 of its prompts to answer
 # and all its pairs for the reward margin

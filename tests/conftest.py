@@ -8,6 +8,7 @@ so that comparisons of greedy generations are meaningful.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,15 @@ from torch import nn
 
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control
+from ctrlalign.model.device import BF16_ENV
 from ctrlalign.model.loading import load_model
 from ctrlalign.model.logprobs import IGNORE_INDEX
 from ctrlalign.training.config import TrainConfig
-from ctrlalign.training.stage import ConditionalLMObjective
+from ctrlalign.training.objectives import ConditionalLMObjective
+
+# --dtype auto means fp32 on every CPU in the suite (and its subprocesses), so parity tests
+# hold to fp32's precision whatever the machine's CPU; tests of bf16 ask for it explicitly
+os.environ[BF16_ENV] = "0"
 
 PAIRS = [
     ("What is two plus two?", "Two plus two is four.", "Five, probably."),

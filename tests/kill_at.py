@@ -17,7 +17,7 @@ import sys
 
 from ctrlalign.cli import main
 from ctrlalign.evaluation import generations
-from ctrlalign.training.stage import ControlTrainer
+from ctrlalign.training.trainer import ControlTrainer
 
 
 def die() -> None:

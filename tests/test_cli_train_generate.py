@@ -167,9 +167,14 @@ def test_train_errors_are_clear_and_write_nothing(tmp_path, pairwise_file, tiny_
     assert not out.exists()
 
     bad_yaml = tmp_path / "bad.yaml"
-    bad_yaml.write_text("method: meet-lora\nlearning_rate: 0.1\n")
+    bad_yaml.write_text("method: meet-lora\nlr: 0.1\n")
     err = run_cli(["train", "--config", str(bad_yaml), *data], capsys)
-    assert "learning_rate" in err and str(bad_yaml) in err
+    assert "unknown keys ['lr']" in err and str(bad_yaml) in err
+    assert not out.exists()
+
+    # a rate the method would not use is refused, not ignored
+    err = run_cli(["train", *data, "--method", "meet-lora", "--learning-rate", "0.1"], capsys)
+    assert "--learning-rate is the rate of dpo and clm" in err and "--lr-second" in err
     assert not out.exists()
 
     err = run_cli(

@@ -17,7 +17,8 @@ from ctrlalign.model.identity_layer import (
 from ctrlalign.model.loading import load_model
 from ctrlalign.model.rundir import load_run, read_run_info
 from ctrlalign.training.preference import fit_pairs
-from ctrlalign.training.stage import fit_conditional, load_splits
+from ctrlalign.training.splits import load_splits
+from ctrlalign.training.stage import fit_conditional
 
 PROMPTS = ["What is two plus two?", "Hi!", "Tell me a long story about a dog and a cat."]
 
@@ -81,7 +82,7 @@ def test_training_changes_only_the_new_layer(train_config, pairwise_file, tmp_pa
         "clm",
         clm_loss=clm_loss,
         max_steps=2,
-        lr_second=1e-2,
+        learning_rate=1e-2,
     )
     lm, tokenizer = load_model(config.model)
     layer = insert_identity_layer(lm)

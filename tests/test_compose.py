@@ -321,7 +321,7 @@ def test_joint_attributes_train_and_answer_unseen_combinations(tmp_path, train_c
     from ctrlalign.cli import main
     from ctrlalign.data import load_preference_data
     from ctrlalign.training import train_any
-    from ctrlalign.training.stage import select_preferences
+    from ctrlalign.training.splits import select_preferences
 
     rows = [{"prompt": p, "response": r, "scores": s} for p, r, s in ATTRIBUTE_ROWS]
     path = tmp_path / "attributes.jsonl"

@@ -1,6 +1,6 @@
 """MEET's two steps: the first moves only the controls, the second moves LM and controls.
 
-``meet.train`` runs the real recipe; ``run_stage`` is wrapped only to snapshot every
+``conditional.train`` runs the real recipe; ``run_stage`` is wrapped only to snapshot every
 parameter before and after each stage.
 """
 
@@ -14,9 +14,10 @@ import torch
 
 from ctrlalign.data import load_preference_data
 from ctrlalign.model.layout import collate, encode_records
-from ctrlalign.training import meet, stage
-from ctrlalign.training.stage import ConditionalLMObjective, training_arguments
+from ctrlalign.training import conditional, stage
+from ctrlalign.training.objectives import ConditionalLMObjective
 from ctrlalign.training.stage import run_stage as real_run_stage
+from ctrlalign.training.trainer import training_arguments
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +38,7 @@ def train_with_snapshots(monkeypatch, config):
         return result
 
     monkeypatch.setattr(stage, "run_stage", spy)
-    meet.train(config)
+    conditional.train(config)
     return stages, holder["model"]
 
 
@@ -141,7 +142,7 @@ def test_eval_loss_scores_at_most_max_eval_examples(
         eval_fraction=0.5,
         max_eval_examples=3,
     )
-    metrics = json.loads((meet.train(config) / "metrics.json").read_text())
+    metrics = json.loads((conditional.train(config) / "metrics.json").read_text())
     assert metrics["eval_examples"] > 3
     assert scored == [3]
     assert metrics["eval_loss"] > 0
@@ -214,3 +215,23 @@ def test_tldr_data_get_the_summary_prompts_and_a_run_keeps_them(tmp_path):
     loaded.load(tmp_path, lm)
     assert loaded.texts == summary.texts
     assert loaded.prefix_ids("good") == summary.prefix_ids("good")
+
+
+def test_warmup_ratio_is_a_share_of_the_steps(train_config, pairwise_file, tmp_path):
+    """``--warmup-ratio 0.5`` of 4 steps warms up over 2: the rate each step logs rises
+    from 0 to the peak at step 3, then decays linearly (without warm-up: 1e-3, 7.5e-4, ...).
+    transformers 5 has no ``warmup_ratio``; it reads a ``warmup_steps`` below 1 as a share."""
+    config = train_config(
+        f"pairwise:{pairwise_file}",
+        tmp_path / "run",
+        "sft",
+        max_steps=4,
+        warmup_ratio=0.5,
+        lr_second=1e-3,
+        logging_steps=1,
+    )
+    args = training_arguments(config, tmp_path / "args", lr=1e-3, epochs=1)
+    assert args.get_warmup_steps(4) == 2 and args.get_warmup_steps(10) == 5
+    metrics = json.loads((conditional.train(config) / "metrics.json").read_text())
+    rates = [e["learning_rate"] for e in metrics["stages"]["second"]["log_history"] if "loss" in e]
+    assert rates == pytest.approx([0.0, 5e-4, 1e-3, 5e-4])

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 from ctrlalign.cli import main
 from ctrlalign.data.io import LOCK_FILE, output_lock
-from ctrlalign.training.stage import CHECKPOINT_DONE_FILE, ControlTrainer
+from ctrlalign.training.checkpoints import CHECKPOINT_DONE_FILE
+from ctrlalign.training.trainer import ControlTrainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -403,8 +403,9 @@ def test_loading_writes_nothing(tmp_path):
 def test_a_missing_hub_dataset_gives_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    datasets = pytest.importorskip("datasets")
-    hub_constants = pytest.importorskip("huggingface_hub.constants")
+    import datasets  # a dependency, not optional: a missing one fails here
+    import huggingface_hub.constants as hub_constants
+
     # Both libraries read those variables at import, which another test may have done first.
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
@@ -429,7 +430,8 @@ def test_a_missing_hub_dataset_gives_a_clear_error(monkeypatch):
     ],
 )
 def test_hub_layouts_are_detected_from_the_columns(monkeypatch, rows, expected):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     calls = []
 
     def fake_load(dataset_id, split):
@@ -444,7 +446,8 @@ def test_hub_layouts_are_detected_from_the_columns(monkeypatch, rows, expected):
 
 
 def test_hub_columns_of_no_known_layout_are_refused(monkeypatch):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     monkeypatch.setattr(
         datasets, "load_dataset", lambda dataset_id, split: datasets.Dataset.from_list([{"x": 1}])
     )

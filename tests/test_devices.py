@@ -26,7 +26,7 @@ from ctrlalign.model.logprobs import IGNORE_INDEX
 from ctrlalign.model.pairs import PAIR_INPUTS, PairExample, collate_pairs, pair_logps
 from ctrlalign.model.rundir import load_run
 from ctrlalign.training import train_any
-from ctrlalign.training.stage import training_arguments
+from ctrlalign.training.trainer import training_arguments
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SMALL = dict(
@@ -129,8 +129,12 @@ def test_load_run_places_the_model_as_asked(train_config, pairwise_file, tmp_pat
 
 def test_training_precision_follows_dtype(train_config, tmp_path):
     config = train_config("pairwise:x", tmp_path, "sft", dtype="float16")
-    args = training_arguments(config, tmp_path, lr=1e-3, epochs=1)
-    assert args.fp16 and not args.bf16
+    if DEVICE.type == "cuda":
+        args = training_arguments(config, tmp_path, lr=1e-3, epochs=1)
+        assert args.fp16 and not args.bf16
+    else:
+        with pytest.raises(ValueError, match="--dtype float16 is not supported on the CPU"):
+            training_arguments(config, tmp_path, lr=1e-3, epochs=1)
     config = train_config("pairwise:x", tmp_path, "sft", dtype="float32")
     args = training_arguments(config, tmp_path, lr=1e-3, epochs=1)
     assert not args.fp16 and not args.bf16

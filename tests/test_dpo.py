@@ -33,13 +33,14 @@ from ctrlalign.training import train_any
 from ctrlalign.training.objectives import dpo_sigmoid_loss, ipo_loss, simpo_loss
 from ctrlalign.training.preference import (
     REFERENCE_FILE,
-    DPOObjective,
+    PairPreferenceObjective,
     pairs_fingerprint,
     reference,
     reference_context,
     with_reference_logps,
 )
-from ctrlalign.training.stage import load_splits, training_arguments
+from ctrlalign.training.splits import load_splits
+from ctrlalign.training.trainer import training_arguments
 
 
 def random_pairs(n: int = 3, seed: int = 0) -> list[PairExample]:
@@ -102,7 +103,7 @@ def test_loss_logps_and_gradients_match_trl(policy_and_reference, loss_type, tmp
         trl_ref_chosen, trl_ref_rejected = trainer.compute_ref_log_probs(ref, trl_batch)
 
     with_refs = with_reference_logps(ControlledLM(ref), pairs, tokenizer.pad_token_id)
-    objective = DPOObjective(ControlledLM(lm), beta=0.1, loss_type=loss_type)
+    objective = PairPreferenceObjective(ControlledLM(lm), beta=0.1, loss_type=loss_type)
     batch = collate_pairs(with_refs, tokenizer.pad_token_id)
     lm.zero_grad()
     out = objective(**batch)
@@ -180,7 +181,9 @@ def test_simpo_objective_ignores_the_reference(policy_and_reference):
     and equals the hand formula on the policy's own length-averaged log-probs."""
     lm, _, tokenizer = policy_and_reference
     pad = tokenizer.pad_token_id
-    objective = DPOObjective(ControlledLM(lm), beta=2.0, loss_type="simpo", simpo_gamma=0.5)
+    objective = PairPreferenceObjective(
+        ControlledLM(lm), beta=2.0, loss_type="simpo", simpo_gamma=0.5
+    )
     pairs = random_pairs()
     noisy = [replace(p, ref_chosen=-3.0 * i, ref_rejected=7.0) for i, p in enumerate(pairs)]
     with torch.no_grad():
@@ -213,7 +216,7 @@ def test_objective_uses_label_smoothing(policy_and_reference):
     pairs = with_reference_logps(ControlledLM(ref), random_pairs(), tokenizer.pad_token_id)
     batch = collate_pairs(pairs, tokenizer.pad_token_id)
     with torch.no_grad():
-        out = DPOObjective(ControlledLM(lm), beta=0.3, label_smoothing=0.2)(**batch)
+        out = PairPreferenceObjective(ControlledLM(lm), beta=0.3, label_smoothing=0.2)(**batch)
     ratios = out["chosen_logps"] - batch["ref_logps"][:, 0]
     ratios_r = out["rejected_logps"] - batch["ref_logps"][:, 1]
     z = 0.3 * (ratios - ratios_r)
@@ -231,7 +234,7 @@ def test_dpo_step_moves_policy_and_leaves_reference_untouched(
         "dpo",
         use_lora=use_lora,
         max_steps=1,
-        lr_second=1e-2,
+        learning_rate=1e-2,
         keep_checkpoints=True,
     )
     run_dir = train_any(config)
@@ -248,7 +251,7 @@ def test_dpo_step_moves_policy_and_leaves_reference_untouched(
     assert (trained - start).abs().max() > 1e-3, "the policy did not move"
     # the reference the loss used: log-probs of the starting model, cached before step 1
     # keyed by the token ids and what else decides the values (model content, precision)
-    args = training_arguments(config, tmp_path / "args", lr=config.lr_second, epochs=1)
+    args = training_arguments(config, tmp_path / "args", lr=config.learning_rate, epochs=1)
     key = pairs_fingerprint(pairs, reference_context(config, args))
     cached = load_file(str(run_dir / "checkpoints" / REFERENCE_FILE))[key]
     torch.testing.assert_close(cached, start, atol=1e-4, rtol=0)

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.layout import collate, encode
 from ctrlalign.model.logprobs import IGNORE_INDEX, response_logps, sequence_logps
-from ctrlalign.training.objectives import conditional_lm_loss
-from ctrlalign.training.stage import ConditionalLMObjective
+from ctrlalign.training.objectives import ConditionalLMObjective, conditional_lm_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -28,16 +27,10 @@ print(json.dumps({"size": size / 2**30, "high": high, "after": after,
 """
 
 
-def _resettable() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _resettable(), reason="needs Linux's /proc/self/clear_refs")
+@pytest.mark.skipif(sys.platform != "linux", reason="needs Linux's /proc/self/clear_refs")
 def test_a_reset_forgets_an_earlier_larger_peak():
+    """Skipped off Linux only: on Linux a reset that is refused fails here rather than
+    turning the test off (``reset_peak`` itself tolerates it, giving the process's peak)."""
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
     got = json.loads(out.stdout)
     block = 0.9 * got["size"]  # far above the few MiB the interpreter's RSS drifts by

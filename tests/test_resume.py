@@ -13,15 +13,11 @@ from transformers import TrainerCallback
 
 from ctrlalign.data import load_preference_data
 from ctrlalign.model.layout import collate, encode_records
-from ctrlalign.training import meet, stage
-from ctrlalign.training.stage import (
-    STAGE_DONE_FILE,
-    TRAINABLE_FILE,
-    ConditionalLMObjective,
-    ControlTrainer,
-    run_stage,
-    training_arguments,
-)
+from ctrlalign.training import conditional, stage
+from ctrlalign.training.checkpoints import STAGE_DONE_FILE, TRAINABLE_FILE
+from ctrlalign.training.objectives import ConditionalLMObjective
+from ctrlalign.training.stage import run_stage
+from ctrlalign.training.trainer import ControlTrainer, training_arguments
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,7 +127,7 @@ def test_interrupted_meet_run_resumes_with_same_output_dir(
             keep_checkpoints=True,
         )
 
-    meet.train(config(tmp_path / "reference"))
+    conditional.train(config(tmp_path / "reference"))
     reference = load_file(str(tmp_path / "reference" / "checkpoints" / "second" / STAGE_DONE_FILE))
 
     seen: dict[str, Steps] = {}
@@ -149,12 +145,12 @@ def test_interrupted_meet_run_resumes_with_same_output_dir(
     out = tmp_path / "run"
     interrupt = True
     with pytest.raises(KeyboardInterrupt):
-        meet.train(config(out))
+        conditional.train(config(out))
     assert seen["first"].seen == [1, 2, 3, 4] and seen["second"].seen == [1, 2]
     assert not (out / "run.yaml").exists(), "an interrupted run must not look finished"
 
     interrupt = False
-    meet.train(config(out))
+    conditional.train(config(out))
     assert seen["first"].seen == [], "the finished first step must be loaded, not retrained"
     assert seen["second"].seen == [3, 4]
     metrics = json.loads((out / "metrics.json").read_text())

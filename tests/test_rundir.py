@@ -14,7 +14,7 @@ import yaml
 
 from ctrlalign.inference.generation import GenerationConfig, generate
 from ctrlalign.model.rundir import RunError, load_run, read_run_info
-from ctrlalign.training import meet, stage
+from ctrlalign.training import conditional, stage
 from ctrlalign.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def trained(tmp_path_factory, pairwise_file, train_config):
                     stages=stages,
                     max_examples=4,
                 )
-                run_dir = meet.train(config)
+                run_dir = conditional.train(config)
             out[name] = (Path(run_dir), captured["model"], captured["tokenizer"])
     finally:
         torch.set_num_threads(threads)

@@ -43,6 +43,7 @@ from ctrlalign.model.rundir import Run, save_run
 
 PROMPTS = ["What is two plus two?", "Hi!", "Tell me about dogs."]
 CAP = 400  # the fixtures' --max-new-tokens
+LONG = "Tell me a long story about dogs."  # any prompt: the endless run answers at length
 
 
 def start(run: Run, **kw) -> tuple[Service, ServerThread]:
@@ -135,14 +136,30 @@ def clm_server():
     server.stop()
 
 
-def long_prompt(run: Run, at_least: int) -> str:
-    """A prompt whose greedy answer (preference good) runs ``at_least`` tokens, no stop."""
-    for i in range(40):
-        prompt = f"Tell me a long story about dog number {i}."
-        ids = alone(run, chat(prompt, max_tokens=at_least))
-        if len(ids) == at_least and ids[-1] != run.tokenizer.eos_token_id:
-            return prompt
-    pytest.skip("the tiny model stops early on every prompt tried")
+def endless_run() -> Run:
+    """``meet_run`` that never ends an answer, so a request runs to its ``max_tokens``:
+    tests of long requests build that precondition rather than hope some prompt gets a
+    long answer (and skip, silently off, when none does). The head is tied to the input
+    embeddings, so an end token whose row is zero has logit 0 at every step, and two
+    tokens with opposite rows put one logit above 0 at every step: greedy decoding (any
+    blend of streams too) never picks an end token."""
+    run = meet_run()
+    embeddings = run.model.base.get_input_embeddings().weight
+    assert run.model.base.get_output_embeddings().weight is embeddings
+    with torch.no_grad():
+        embeddings[run.model.end_ids(run.tokenizer)] = 0
+        embeddings[-1] = -embeddings[-2]
+    return run
+
+
+@pytest.fixture(scope="module")
+def endless_server():
+    run = endless_run()
+    ids = alone(run, chat(LONG, max_tokens=300))
+    assert len(ids) == 300 and not set(ids) & set(run.model.end_ids(run.tokenizer))
+    service, server = start(run)
+    yield run, service, server.url
+    server.stop()
 
 
 def test_concurrent_requests_join_one_batch_and_equal_one_by_one(meet_server):
@@ -183,9 +200,9 @@ def test_concurrent_requests_join_one_batch_and_equal_one_by_one(meet_server):
     assert replies[0][1]["preference"] == "good" and replies[1][1]["preference"] == "bad"
 
 
-def test_a_short_request_does_not_wait_for_a_long_one(meet_server):
-    run, service, url = meet_server
-    prompt = long_prompt(run, 300)
+def test_a_short_request_does_not_wait_for_a_long_one(endless_server):
+    run, service, url = endless_server
+    prompt = LONG
     finished: dict[str, float] = {}
     started = threading.Event()
 
@@ -473,7 +490,7 @@ def test_metrics_count_requests_tokens_and_batches(meet_server):
 
 
 def test_body_limit_api_key_and_full_queue():
-    run = meet_run()
+    run = endless_run()
     service, server = start(
         run, max_batch_size=1, max_queue=1, api_key="sekrit", max_body_bytes=2000
     )
@@ -494,7 +511,7 @@ def test_body_limit_api_key_and_full_queue():
         r = requests.post(url + "/v1/chat/completions", data=chunks, headers=auth, timeout=30)
         assert r.status_code == 413
 
-        prompt = long_prompt(run, 200)
+        prompt = LONG
         started = threading.Event()
 
         def long_request():
@@ -542,9 +559,9 @@ def test_a_failed_step_is_reported_and_the_server_goes_on(meet_server, monkeypat
     assert status == 200 and reply["usage"]["completion_tokens"] <= 4
 
 
-def test_a_client_that_disconnects_cancels_its_row(meet_server):
-    run, service, url = meet_server
-    prompt = long_prompt(run, 300)
+def test_a_client_that_disconnects_cancels_its_row(endless_server):
+    run, service, url = endless_server
+    prompt = LONG
     for stream in (True, False):
         before = service.stats()["tokens"]
         body = json.dumps({**chat(prompt, max_tokens=300), "stream": stream}).encode()
@@ -571,10 +588,10 @@ def test_a_client_that_disconnects_cancels_its_row(meet_server):
         assert service.stats()["tokens"] - before < 300  # it did not decode to the end
 
 
-def test_cli_serves_a_run_directory_and_drains_on_sigterm(meet_server, tmp_path):
+def test_cli_serves_a_run_directory_and_drains_on_sigterm(endless_server, tmp_path):
     """`ctrlalign serve` in its own process, on a free port it reports, from a saved run;
     SIGTERM lets the request in flight finish, then the process exits with status 0."""
-    run, _, _ = meet_server
+    run, _, _ = endless_server
     save_run(tmp_path / "run", run.model, run.tokenizer, run.info, {}, save_lm=True)
     cmd = [sys.executable, "-m", "ctrlalign.cli", "serve", "--run", str(tmp_path / "run")]
     bad = subprocess.run([*cmd, "--max-batch-size", "0"], capture_output=True, text=True)
@@ -602,7 +619,7 @@ def test_cli_serves_a_run_directory_and_drains_on_sigterm(meet_server, tmp_path)
             run.model, run.tokenizer, [alpha_row(PROMPTS[0], 1.0, "good")], GenerationConfig(4)
         )[0]
         assert reply["choices"][0]["message"]["content"] == expected
-        prompt = long_prompt(run, 300)
+        prompt = LONG
         with ThreadPoolExecutor(1) as pool:
             body = chat(prompt, max_tokens=300, model="run")
             flight = pool.submit(call, url, "/v1/chat/completions", body)

@@ -13,6 +13,7 @@ from ctrlalign.cli.flags import (
     read_prompt_rows,
     usage_errors,
 )
+from ctrlalign.evaluation.judges import judge_usages
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_prompt_flags(parser)
     parser.add_argument("--output", required=True, help="folder for answers.jsonl, CSV, PNG")
-    parser.add_argument("--judge", help="rm:ID_OR_DIR to score answers with a reward model")
+    parser.add_argument(
+        "--judge", help=f"score each answer with a judge: {judge_usages(scoring=True)}"
+    )
     parser.add_argument(
         "--pairs",
         help="CLM run: KIND:PATH held-out (chosen, rejected) pairs, for the DPO reward margin "

@@ -14,11 +14,12 @@ from ctrlalign.cli.flags import (
     read_prompt_rows,
     usage_errors,
 )
+from ctrlalign.evaluation.judges import ATTRIBUTES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ctrlalign.evaluation.controllability import Axis
-    from ctrlalign.inference.dial import parse_alphas
+    from ctrlalign.inference.dial import COMPOSE_MODES, parse_alphas
 
     parser = sub.add_parser(
         "controllability",
@@ -31,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         required=True,
         type=usage_errors(Axis.parse),
         help="NAME:ATTRIBUTE:LOW:HIGH, twice, e.g. length:length:concise:detailed and "
-        "tone:sentiment:neutral:warm (ATTRIBUTE: an attr: judge)",
+        f"tone:sentiment:neutral:warm (ATTRIBUTE: an attr: judge, {'|'.join(ATTRIBUTES)})",
     )
     parser.add_argument(
         "--alphas",
@@ -41,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--compose",
-        choices=["native", "logits"],
+        choices=COMPOSE_MODES,
         default="native",
         help="how the combinations are composed (see generate --compose)",
     )

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from ctrlalign.cli.flags import add_device_flags, parse_band, parse_floats, placement
+from ctrlalign.evaluation.judges import judge_usages
+from ctrlalign.evaluation.judges.llm import TASKS
 
 
 def add_eval_flags(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +27,7 @@ def add_eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tie-band", type=parse_band, default=(0.45, 0.55), help="LOW,HIGH")
     parser.add_argument(
         "--task",
-        choices=["summary", "dialogue"],
+        choices=TASKS,
         help="LLM judge prompt (default: summary when the data has references)",
     )
     add_device_flags(parser)
@@ -37,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline", required=True, help="run directory to compare against")
     parser.add_argument("--data", required=True, help="evaluation prompts, KIND:PATH")
     parser.add_argument(
-        "--judge", action="append", required=True, help="rm:DIR_OR_HF_ID or llm:URL (repeatable)"
+        "--judge", action="append", required=True, help=f"{judge_usages()} (repeatable)"
     )
     parser.add_argument("--output", required=True, help="report folder (caches live here)")
     add_eval_flags(parser)

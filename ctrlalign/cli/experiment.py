@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ctrlalign.cli.flags import add_device_flags, placement
+from ctrlalign.evaluation.judges import judge_usages
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,7 +13,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("file", help="experiment YAML, e.g. experiments/paper_table2_hh.yaml")
     parser.add_argument("--output", required=True, help="folder for runs, caches and report")
     parser.add_argument("--scale", help="a scale named in the YAML's `scales`, e.g. small")
-    parser.add_argument("--judge", action="append", help="replace the YAML's judges")
+    parser.add_argument(
+        "--judge",
+        action="append",
+        help=f"replace the YAML's judges: {judge_usages()} or rm:trained (repeatable)",
+    )
     parser.add_argument("--judge-model", help="model name sent to an llm: judge")
     add_device_flags(parser)
     parser.set_defaults(func=run)

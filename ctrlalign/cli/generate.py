@@ -17,7 +17,7 @@ from ctrlalign.cli.flags import (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ctrlalign.inference.dial import parse_alpha
+    from ctrlalign.inference.dial import COMPOSE_MODES, parse_alpha
 
     parser = sub.add_parser("generate", help="answer prompts with a trained run")
     parser.add_argument("--run", required=True, help="run directory made by `ctrlalign train`")
@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--compose",
-        choices=["native", "logits"],
+        choices=COMPOSE_MODES,
         default="native",
         help="how a blend is composed: native (prompts and tokens one after another, LoRA "
         "deltas summed with the weights) or logits (one stream per preference, logits mixed "

@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ctrlalign.training import TrainConfig, train_any
-    from ctrlalign.training.stage import is_main_process
+    from ctrlalign.training.distributed import is_main_process
 
     run_dir = train_any(config_from_args(args, TrainConfig))
     if not is_main_process():  # the main process writes the run and reports it

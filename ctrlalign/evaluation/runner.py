@@ -26,7 +26,13 @@ from ctrlalign.evaluation.generations import (
     RunRef,
     generate_all,
 )
-from ctrlalign.evaluation.judges import Judge, JudgeOptions, JudgeSpecError, build_judge
+from ctrlalign.evaluation.judges import (
+    Judge,
+    JudgeOptions,
+    JudgeSpecError,
+    build_judge,
+    judge_usages,
+)
 from ctrlalign.evaluation.judges.attr import AttributeJudge
 from ctrlalign.evaluation.judges.llm import TASKS
 from ctrlalign.evaluation.report import ReportRow, mean_words
@@ -146,7 +152,7 @@ def prepare(
     options = options or EvalOptions()
     _check_options(options)
     if not judges:
-        raise EvaluationSetupError("no judge: pass --judge rm:DIR_OR_ID and/or --judge llm:URL")
+        raise EvaluationSetupError(f"no judge: pass --judge {judge_usages()} (repeatable)")
     refs = _read_runs(runs, baseline)
     exclude, notes = _excluded_prompts(refs)
     eval_set = load_eval_set(data, options.max_examples, exclude)
@@ -216,6 +222,10 @@ def _setup_lines(plan: Plan) -> list[str]:
     ]
 
 
+#: (run name, temperature) -> that run's answers, in the order of the records
+Answers = Mapping[tuple[str, float], Sequence[str]]
+
+
 def run(plan: Plan) -> Path:
     """Generate, judge and write the report; returns the path of ``report.md``."""
     o = plan.options
@@ -226,7 +236,24 @@ def run(plan: Plan) -> Path:
     records = plan.eval_set.records
     answers = generate_all(store, plan.runs, o.temperatures, records)
     prompts = [judge_prompt(record) for record in records]
-    rows, judge_notes = [], [judge.describe() for judge in plan.judges]
+    rows, judge_notes = _win_rate_rows(plan, answers, prompts)
+    rouge_rows = _rouge_rows(plan, answers) if plan.rouge else []
+    results = Results(
+        plan.baseline.name, _setup_lines(plan), rows, rouge_rows, judge_notes, _scaling(plan.runs)
+    )
+    results.run_rows = [_run_row(run_ref) for run_ref in [plan.baseline, *plan.candidates]]
+    results.attribute_rows = _attribute_rows(plan, answers, prompts)
+    return write_report(plan.output, results)
+
+
+def _win_rate_rows(
+    plan: Plan, answers: Answers, prompts: Sequence[str]
+) -> tuple[list[ReportRow], list[str]]:
+    """The win-rate table, one row per judge, temperature and candidate, and the judges'
+    notes. Apart from ``run`` because it is the judging step (the one that calls judges,
+    and the one that may decide no pair), while ``run`` only orders the steps."""
+    o = plan.options
+    rows, notes = [], [judge.describe() for judge in plan.judges]
     for judge in plan.judges:
         for temperature in o.temperatures:
             base = answers[plan.baseline.name, temperature]
@@ -235,36 +262,49 @@ def run(plan: Plan) -> Path:
                 comparisons = [Comparison(*c) for c in zip(prompts, mine, base, strict=True)]
                 decisions = judge.judge(comparisons)
                 label = f"{judge.name}, {run_ref.name}, t={temperature:g}"
-                judge_notes += [f"{label}: {note}" for note in decisions.notes]
+                notes += [f"{label}: {note}" for note in decisions.notes]
                 decided = decisions.decided()
                 if not decided:
-                    judge_notes.append(f"{label}: no pair decided, no row")
+                    notes.append(f"{label}: no pair decided, no row")
                     continue
                 rate = WinRate.from_verdicts(decided, n_boot=o.n_boot, seed=o.seed)
                 rows.append(
                     ReportRow.from_answers(run_ref.name, judge.name, temperature, rate, mine, base)
                 )
+    return rows, notes
+
+
+def _rouge_rows(plan: Plan, answers: Answers) -> list[RougeRow]:
+    """The ROUGE table: each run against the references at each temperature, candidates
+    paired with the baseline. Apart from ``run`` because it needs no judge: it scores
+    answers against references, a step of its own that only some data has."""
+    o = plan.options
+    records = plan.eval_set.records
     rouge_rows = []
-    if plan.rouge:
-        for temperature in o.temperatures:
-            scored = {
-                r.name: rouge_for_records(answers[r.name, temperature], records) for r in plan.runs
-            }
-            base = scored[plan.baseline.name]
-            for run_ref in plan.runs:
-                texts, scores = answers[run_ref.name, temperature], scored[run_ref.name]
-                paired = None
-                if run_ref.name != plan.baseline.name:
-                    paired = PairedDifference.of(
-                        scores.rouge_l_each, base.rouge_l_each, o.n_boot, o.seed
-                    )
-                row = RougeRow(run_ref.name, temperature, scores, mean_words(texts), paired)
-                rouge_rows.append(row)
-    results = Results(
-        plan.baseline.name, _setup_lines(plan), rows, rouge_rows, judge_notes, _scaling(plan.runs)
-    )
-    results.run_rows = [_run_row(run_ref) for run_ref in [plan.baseline, *plan.candidates]]
-    results.attribute_rows = [
+    for temperature in o.temperatures:
+        scored = {
+            r.name: rouge_for_records(answers[r.name, temperature], records) for r in plan.runs
+        }
+        base = scored[plan.baseline.name]
+        for run_ref in plan.runs:
+            texts, scores = answers[run_ref.name, temperature], scored[run_ref.name]
+            paired = None
+            if run_ref.name != plan.baseline.name:
+                paired = PairedDifference.of(
+                    scores.rouge_l_each, base.rouge_l_each, o.n_boot, o.seed
+                )
+            rouge_rows.append(
+                RougeRow(run_ref.name, temperature, scores, mean_words(texts), paired)
+            )
+    return rouge_rows
+
+
+def _attribute_rows(plan: Plan, answers: Answers, prompts: Sequence[str]) -> list[AttributeRow]:
+    """Each attribute judge's mean score of every run's answers (with a bootstrap
+    interval). Apart from the win rates because these score answers one at a time, not in
+    pairs against the baseline."""
+    o = plan.options
+    return [
         AttributeRow(
             run_ref.name,
             judge.name,
@@ -278,7 +318,6 @@ def run(plan: Plan) -> Path:
         for run_ref in [plan.baseline, *plan.candidates]
         for scores in [judge.score(prompts, answers[run_ref.name, temperature])]
     ]
-    return write_report(plan.output, results)
 
 
 def evaluate(

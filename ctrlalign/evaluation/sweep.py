@@ -18,13 +18,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.data import PreferenceData
 from ctrlalign.data.io import write_atomic, write_jsonl
 from ctrlalign.evaluation.report import save_png
 from ctrlalign.inference.dial import DialRequest, dial_row
 from ctrlalign.inference.generation import GenerationConfig, as_messages, generate_rows
-from ctrlalign.model.layout import collate, encode
+from ctrlalign.model.layout import Example, collate, encode
 from ctrlalign.model.logprobs import IGNORE_INDEX, lm_logits
 from ctrlalign.model.rundir import Run
 
@@ -134,36 +135,9 @@ def margin_sweep(
     ``accuracy`` is the share of pairs with a positive margin. Pairs longer than
     ``max_length`` are left out, as in training.
     """
-    model, tokenizer = run.model, run.tokenizer
-    examples = []
-    for record in pairs.records:
-        both = [
-            encode(tokenizer, None, record.chat, None, record.responses[side])
-            for side in (pairs.chosen, pairs.rejected)
-        ]
-        if max(len(e.input_ids) for e in both) <= max_length:
-            examples += both
-    if not examples:
-        raise ValueError(f"no pair fits in {max_length} tokens")
-    device = next(model.parameters()).device
+    examples = _fitting_pairs(run.tokenizer, pairs, max_length)
     mixes = [0.0, *alphas]  # the first is the reference: the unaligned stream
-    sums = torch.zeros(len(mixes), len(examples), dtype=torch.float64)
-    for start in range(0, len(examples), 2 * batch_size):
-        batch = collate(examples[start : start + 2 * batch_size], tokenizer.pad_token_id)
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        targets = batch["labels"][:, 1:].to(device)
-        selected = targets != IGNORE_INDEX
-        rows = selected.nonzero(as_tuple=True)[0] + start
-        with torch.no_grad():
-            streams = []
-            for aligned in (False, True):
-                with model.aligned_rows(aligned):
-                    hidden = model.hidden_states(ids, mask)
-                streams.append(lm_logits(model.base, hidden[:, :-1][selected]).float())
-            for i, alpha in enumerate(mixes):
-                mixed = (1 - alpha) * streams[0] + alpha * streams[1]
-                logps = -F.cross_entropy(mixed, targets[selected], reduction="none")
-                sums[i].index_add_(0, rows.cpu(), logps.double().cpu())
+    sums = _mixed_logps(run, examples, mixes, 2 * batch_size)
     rewards = sums[1:] - sums[0]
     margins = rewards[:, 0::2] - rewards[:, 1::2]
     result = []
@@ -180,6 +154,54 @@ def margin_sweep(
             }
         )
     return result
+
+
+def _fitting_pairs(
+    tokenizer: PreTrainedTokenizerBase, pairs: PreferenceData, max_length: int
+) -> list[Example]:
+    """Each pair's (chosen, rejected) examples, chosen first, pairs with a side over
+    ``max_length`` tokens left out whole (as training does). Apart from the sweep because
+    it is the data step: the pairing it keeps (even index chosen, odd rejected) is what
+    the margins read back."""
+    examples = []
+    for record in pairs.records:
+        both = [
+            encode(tokenizer, None, record.chat, None, record.responses[side])
+            for side in (pairs.chosen, pairs.rejected)
+        ]
+        if max(len(e.input_ids) for e in both) <= max_length:
+            examples += both
+    if not examples:
+        raise ValueError(f"no pair fits in {max_length} tokens")
+    return examples
+
+
+def _mixed_logps(
+    run: Run, examples: Sequence[Example], mixes: Sequence[float], batch_size: int
+) -> torch.Tensor:
+    """(len(mixes), len(examples)) float64: each response's log-prob under the policy of
+    the logits mixed at each alpha. Apart from the sweep because it is the model step:
+    both streams run once per batch and every alpha is only a mix of their logits."""
+    model, tokenizer = run.model, run.tokenizer
+    device = next(model.parameters()).device
+    sums = torch.zeros(len(mixes), len(examples), dtype=torch.float64)
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], tokenizer.pad_token_id)
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        targets = batch["labels"][:, 1:].to(device)
+        selected = targets != IGNORE_INDEX
+        rows = selected.nonzero(as_tuple=True)[0] + start
+        with torch.no_grad():
+            streams = []
+            for aligned in (False, True):
+                with model.aligned_rows(aligned):
+                    hidden = model.hidden_states(ids, mask)
+                streams.append(lm_logits(model.base, hidden[:, :-1][selected]).float())
+            for i, alpha in enumerate(mixes):
+                mixed = (1 - alpha) * streams[0] + alpha * streams[1]
+                logps = -F.cross_entropy(mixed, targets[selected], reduction="none")
+                sums[i].index_add_(0, rows.cpu(), logps.double().cpu())
+    return sums
 
 
 def summary_csv(summary: Sequence[dict], fields: Sequence[str] = CSV_FIELDS) -> str:

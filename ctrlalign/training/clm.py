@@ -18,8 +18,10 @@ import torch
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.identity_layer import insert_identity_layer
 from ctrlalign.training.config import TrainConfig
+from ctrlalign.training.placement import load_training_model
 from ctrlalign.training.preference import fit_pairs
-from ctrlalign.training.stage import finish_run, fit_conditional, load_splits, load_training_model
+from ctrlalign.training.splits import load_splits
+from ctrlalign.training.stage import finish_run, fit_conditional
 
 
 def train(config: TrainConfig) -> Path:

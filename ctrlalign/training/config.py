@@ -5,13 +5,13 @@ with the field's ``help``. ``METHODS`` is the recipe registry: a method's contro
 default steps, recipe module and whether it needs pairs.
 
 ``TrainConfig`` defaults are the MEET paper's (appendix A): 5 epochs per step, batch 64, max
-input 512, lr 1e-3 for the control-only first step and 2e-5 for the joint second step.
+input 512, lr 1e-3 for the control-only first step and 2e-5 for the joint second step (and
+for the one step of dpo and clm).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,14 @@ from typing import Any
 import yaml
 from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 
-from ctrlalign.model.loading import portable_spec
+from ctrlalign.data.readers import KINDS
+from ctrlalign.model.loading import BUILTIN_SPECS, portable_spec
+from ctrlalign.training.distributed import under_zero3
 from ctrlalign.training.objectives import PAIR_OBJECTIVES
+
+#: the step of the methods that train in one step of their own (dpo, clm), not in MEET's
+#: first or second; its folder is ``checkpoints/main``, its rate ``learning_rate``
+ONLY_STEP = "main"
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
@@ -37,6 +43,8 @@ class Method:
     """One ``--method``: what it conditions on, which steps it runs, where its recipe is."""
 
     control: str | None
+    #: MEET's ``first``, ``second`` or ``both`` (``--stages`` picks among them), or
+    #: ``ONLY_STEP`` for a method without MEET's steps
     stages: str
     #: module under ``ctrlalign.training`` whose ``train(config)`` runs the method
     recipe: str
@@ -45,24 +53,34 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "coh": Method("prompt", "second", "meet"),
-    "special-token": Method("token", "second", "meet"),
-    "meet-prompt": Method("soft-prompt", "both", "meet"),
-    "meet-lora": Method("lora", "both", "meet"),
-    "meet-token": Method("token", "both", "meet"),
-    "sft": Method(None, "second", "meet"),
-    "dpo": Method(None, "second", "dpo", pairwise=True),
-    "clm": Method(None, "second", "clm", pairwise=True),
+    "coh": Method("prompt", "second", "conditional"),
+    "special-token": Method("token", "second", "conditional"),
+    "meet-prompt": Method("soft-prompt", "both", "conditional"),
+    "meet-lora": Method("lora", "both", "conditional"),
+    "meet-token": Method("token", "both", "conditional"),
+    "sft": Method(None, "second", "conditional"),
+    "dpo": Method(None, ONLY_STEP, "dpo", pairwise=True),
+    "clm": Method(None, ONLY_STEP, "clm", pairwise=True),
 }
 STAGES = ("first", "second", "both")
 CLM_LOSSES = ("dpo", "lm")
 
 
-def under_zero3() -> bool:
-    """Whether this process trains under DeepSpeed ZeRO-3: ``accelerate launch`` with a
-    ZeRO-3 config exports the stage to every process it starts."""
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-    return deepspeed and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+def upgrade_settings(values: dict) -> dict:
+    """``TrainConfig`` keys as an older ctrlalign wrote them (``settings.json``, ``run.yaml``)
+    or as an older command line gives them, read as today's: dpo and clm trained in MEET's
+    ``second`` step at ``lr_second`` before they had a step of their own, so there
+    ``lr_second`` is their ``learning_rate`` and ``stages: second`` their one step."""
+    method = METHODS.get(values.get("method", TrainConfig.method))
+    if method is None or method.stages != ONLY_STEP:
+        return values
+    values = dict(values)
+    lr = values.pop("lr_second", None)
+    if lr is not None and "learning_rate" not in values:
+        values["learning_rate"] = lr
+    if values.get("stages") == "second":
+        values["stages"] = None
+    return values
 
 
 def _check_placement(device: str, dtype: str) -> None:
@@ -111,14 +129,16 @@ class ConfigBase:
 class TrainConfig(ConfigBase):
     """Every ``ctrlalign train`` flag."""
 
-    data: str = option(
-        "", "KIND:PATH, e.g. hh-rlhf:data.jsonl.gz, pairwise:x.jsonl, scores:x.jsonl, hf:ID"
-    )
+    data: str = option("", f"KIND:PATH, KIND one of {', '.join(KINDS)} (hf: a hub id)")
     output: str = option("", "run directory to create (or resume)")
     method: str = option("meet-lora", f"one of {', '.join(METHODS)}")
-    model: str = option("smollm2", "Hugging Face id, local folder, smollm2 (default) or tiny")
+    model: str = option(
+        "smollm2", f"Hugging Face id, local folder or built in: {', '.join(BUILTIN_SPECS)}"
+    )
     stages: str | None = option(
-        None, "first (controls only), second (LM + controls) or both; default: the method's"
+        None,
+        f"one of {', '.join(STAGES)} (first: controls only, second: LM + controls); "
+        "default: the method's",
     )
     preferences: list[str] | None = option(
         None, "comma-separated preferences to train (default: all in the data)"
@@ -138,7 +158,10 @@ class TrainConfig(ConfigBase):
     micro_batch_size: int = option(8, "examples per forward on each device")
     lr_first: float = option(1e-3, "learning rate of the first step (controls only)")
     lr_second: float = option(
-        2e-5, "learning rate of the second (or only: sft, dpo, clm) training step"
+        2e-5, "learning rate of the second step (LM + controls; the only one of coh, sft, ...)"
+    )
+    learning_rate: float = option(
+        2e-5, "dpo, clm: learning rate of their one step (MEET's: --lr-first, --lr-second)"
     )
     warmup_ratio: float = option(0.0, "share of the steps spent warming the learning rate up")
     max_length: int = option(512, "longest example in tokens; longer ones are dropped, counted")
@@ -187,16 +210,20 @@ class TrainConfig(ConfigBase):
         "none", "where the Trainer logs (loss, lr, reward margins, tokens): tensorboard, wandb,..."
     )
     beta: float = option(0.1, "dpo/clm: KL strength (tau for IPO, reward scale for SimPO)")
-    loss_type: str = option("sigmoid", "dpo/clm: sigmoid (DPO), ipo or simpo (no reference)")
+    loss_type: str = option("sigmoid", f"dpo/clm: pair loss, one of {', '.join(PAIR_OBJECTIVES)}")
     label_smoothing: float = option(
         0.0, "dpo/clm: label flip probability in [0, 0.5) (conservative DPO)"
     )
     simpo_gamma: float = option(0.5, "simpo: target reward margin gamma")
     use_lora: bool = option(False, "dpo: train a LoRA adapter of --lora-rank, not every weight")
-    clm_loss: str = option("dpo", "clm: train the identity layer with dpo (default) or lm")
+    clm_loss: str = option("dpo", f"clm: the identity layer's loss, one of {', '.join(CLM_LOSSES)}")
 
     def __post_init__(self) -> None:
         self.model = portable_spec(self.model)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> TrainConfig:
+        return super().from_dict(upgrade_settings(values), source)
 
     @property
     def control_kind(self) -> str | None:
@@ -212,18 +239,31 @@ class TrainConfig(ConfigBase):
         stages = self.stages or METHODS[self.method].stages
         return ["first", "second"] if stages == "both" else [stages]
 
+    def stage_lr(self, stage: str) -> float:
+        """The learning rate of ``stage``: MEET's first or second, or ``ONLY_STEP``."""
+        rates = {"first": self.lr_first, "second": self.lr_second, ONLY_STEP: self.learning_rate}
+        return rates[stage]
+
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.stages is not None and self.stages not in STAGES:
             raise ValueError(f"--stages must be one of {', '.join(STAGES)}, got {self.stages!r}")
+        if METHODS[self.method].stages == ONLY_STEP:
+            if self.stages is not None:
+                raise ValueError(f"{self.method} trains one step of its own; --stages is MEET's")
+        elif self.learning_rate != TrainConfig.learning_rate:
+            raise ValueError(
+                f"--learning-rate is the rate of dpo and clm; {self.method} trains at "
+                "--lr-first and --lr-second"
+            )
         if not self.data:
             raise ValueError("no training data: pass --data KIND:PATH")
         if not self.output:
             raise ValueError("no run directory: pass --output DIR")
         if self.max_eval_examples < 1:
             raise ValueError(f"--max-eval-examples must be >= 1, got {self.max_eval_examples}")
-        # transformers reads warmup_steps below 1 as a share of the steps, 1 and up as a count
+        # passed as TrainingArguments' warmup_steps, read below 1 as a share of the steps
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
         self._check_batch()
@@ -244,7 +284,7 @@ class TrainConfig(ConfigBase):
                 "launch: pass --stages first or --stages second, or launch with "
                 "configs/accelerate/zero2.yaml or fsdp.yaml"
             )
-        if self.packing and METHODS[self.method].recipe != "meet":
+        if self.packing and METHODS[self.method].recipe != "conditional":
             raise ValueError(
                 f"--packing is for the conditional-LM methods; {self.method} picks its pair "
                 "layout from the attention implementation (packed under FlashAttention-2)"
@@ -270,9 +310,11 @@ class TrainConfig(ConfigBase):
 class RewardModelConfig(ConfigBase):
     """Every ``ctrlalign train-rm`` flag."""
 
-    data: str = option("", "pairwise KIND:PATH, e.g. hh-rlhf:data.jsonl.gz")
+    data: str = option("", f"KIND:PATH of (chosen, rejected) pairs, KIND one of {', '.join(KINDS)}")
     output: str = option("", "folder for the reward model (a Hugging Face model folder)")
-    model: str = option("smollm2", "base model: Hugging Face id, local folder, smollm2 or tiny")
+    model: str = option(
+        "smollm2", f"base model: Hugging Face id, local folder or one of {', '.join(BUILTIN_SPECS)}"
+    )
     epochs: float = option(1.0, "training epochs")
     batch_size: int = option(16, "pairs per optimiser step")
     micro_batch_size: int = option(8, "pairs per forward")

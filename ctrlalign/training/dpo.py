@@ -16,8 +16,10 @@ from peft import get_peft_model
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls.lora import lora_config
 from ctrlalign.training.config import TrainConfig
+from ctrlalign.training.placement import load_training_model
 from ctrlalign.training.preference import fit_pairs
-from ctrlalign.training.stage import finish_run, load_splits, load_training_model
+from ctrlalign.training.splits import load_splits
+from ctrlalign.training.stage import finish_run
 
 
 def train(config: TrainConfig) -> Path:

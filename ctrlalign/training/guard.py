@@ -6,7 +6,8 @@ that changes the result, plus fingerprints of the data and model files. A rerun 
 same settings resumes (or, if finished, returns the run at once); a rerun with other ones
 is refused before anything is loaded, naming the keys that differ and the ways out.
 Everything written under the directory afterwards (checkpoints, the DPO reference cache,
-the run) therefore belongs to one set of settings.
+the run) therefore belongs to one set of settings. Records and folders an older ctrlalign
+wrote are read as today's (``config.upgrade_settings``, ``adopt_old_layout``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 
 from ctrlalign.data.io import LOCK_FILE, output_lock, write_atomic
 from ctrlalign.model.rundir import RUN_FILE
-from ctrlalign.training.config import TrainConfig
-from ctrlalign.training.stage import is_main_process
+from ctrlalign.training.config import METHODS, ONLY_STEP, TrainConfig, upgrade_settings
+from ctrlalign.training.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,16 @@ def _differences(stored: dict, wanted: dict) -> list[str]:
     ]
 
 
+def adopt_old_layout(folder: Path, config: TrainConfig) -> None:
+    """A run of dpo or clm interrupted before they had a step of their own kept its
+    checkpoints in ``checkpoints/second``: moved to ``checkpoints/main`` to resume there."""
+    checkpoints = folder / "checkpoints"
+    old, new = checkpoints / "second", checkpoints / ONLY_STEP
+    if METHODS[config.method].stages == ONLY_STEP and old.is_dir() and not new.exists():
+        log.info("%s: moving %s to %s, where this version resumes it", folder, old, new)
+        old.rename(new)
+
+
 def _clear(folder: Path) -> None:
     for child in folder.iterdir():
         if child.name == LOCK_FILE:
@@ -133,7 +144,7 @@ def claim(config: TrainConfig) -> Iterator[bool]:
         if config.overwrite:
             _clear(folder)
         elif record.is_file():
-            changed = _differences(json.loads(record.read_text()), wanted)
+            changed = _differences(upgrade_settings(json.loads(record.read_text())), wanted)
             if changed:
                 raise SettingsChanged(
                     f"{folder} holds a run made with other settings ({'; '.join(changed)}); "
@@ -153,6 +164,7 @@ def claim(config: TrainConfig) -> Iterator[bool]:
             yield True
             return
         wrote = not record.is_file()
+        adopt_old_layout(folder, config)
         write_atomic(record, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
         try:
             yield False

@@ -1,22 +1,98 @@
-"""Training objectives as small pure functions, each tested against a hand computation or TRL.
+"""Training objectives: small pure losses, each tested against a hand computation or TRL,
+and the conditional-LM loss (Eq. 1) as the module the Trainer steps, with its held-out mean.
 
 ``PAIR_OBJECTIVES`` is the registry of preference losses over (chosen, rejected) pairs, by
 the name ``--loss-type`` takes. Each entry says whether it needs the reference model's
-log-probs: a reference-free loss (SimPO) skips the reference pass entirely.
+log-probs: a reference-free loss (SimPO) skips the reference pass entirely. The module
+that steps them is ``preference.PairPreferenceObjective``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ctrlalign.model.controlled_lm import ControlledLM
+from ctrlalign.model.layout import Example, collate
+from ctrlalign.model.logprobs import count_labels
 
 
 def conditional_lm_loss(token_logps: torch.Tensor, num_items: torch.Tensor | int) -> torch.Tensor:
     """Eq. 1 of the MEET paper, averaged over the response tokens of the (global) batch."""
     return -token_logps.sum() / num_items
+
+
+class ConditionalLMObjective(nn.Module):
+    """Eq. 1 on a ``ControlledLM``, as the module the Trainer steps."""
+
+    #: tells the Trainer to pass ``num_items_in_batch`` so the loss is a true token mean
+    #: over the global batch, across gradient accumulation and processes
+    accepts_loss_kwargs = True
+
+    def __init__(self, model: ControlledLM):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        preference_ids: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        position_ids: torch.Tensor | None = None,
+        sequence_ids: torch.Tensor | None = None,
+        prefix_blocks: torch.Tensor | None = None,
+        token_preference_ids: torch.Tensor | None = None,
+        **_: object,
+    ) -> dict[str, torch.Tensor]:
+        if sequence_ids is not None:  # collate_packed: attention stays inside each example
+            attention_mask = self.model.packed_mask(sequence_ids)
+        logps, _rows = self.model.token_logps(
+            input_ids,
+            attention_mask,
+            labels,
+            prefix_mask,
+            preference_ids,
+            position_ids,
+            prefix_blocks,
+            token_preference_ids,
+        )
+        if num_items_in_batch is None:
+            num_items_in_batch = count_labels(labels)
+        return {"loss": conditional_lm_loss(logps, num_items_in_batch)}
+
+
+@torch.no_grad()
+def mean_response_nll(
+    model: ControlledLM, examples: Sequence[Example], pad_id: int, batch_size: int = 8
+) -> float:
+    """Token-averaged loss of Eq. 1 on held-out examples, on the model's device."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = {
+            k: v.to(device)
+            for k, v in collate(examples[start : start + batch_size], pad_id).items()
+        }
+        logps, _ = model.token_logps(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["labels"],
+            batch["prefix_mask"],
+            batch["preference_ids"],
+        )
+        total -= logps.sum().item()
+        count += int(count_labels(batch["labels"]))
+    model.train(was_training)
+    return total / max(count, 1)
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:

@@ -37,10 +37,12 @@ from transformers import PreTrainedTokenizerBase, TrainingArguments
 from ctrlalign.data import PreferenceData
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.pairs import PairExample, batch_pair_logps, encode_pairs, pair_collator
-from ctrlalign.training.config import TrainConfig
+from ctrlalign.training.config import ONLY_STEP, TrainConfig
 from ctrlalign.training.guard import fingerprint
 from ctrlalign.training.objectives import PAIR_OBJECTIVES, PairHyper, PairLogps
-from ctrlalign.training.stage import ControlTrainer, data_metrics, run_stage, training_arguments
+from ctrlalign.training.splits import data_metrics
+from ctrlalign.training.stage import run_stage
+from ctrlalign.training.trainer import ControlTrainer, training_arguments
 
 log = logging.getLogger(__name__)
 REFERENCE_FILE = "reference_logps.safetensors"
@@ -116,7 +118,7 @@ def with_reference_logps(
     ]
 
 
-class DPOObjective(nn.Module):
+class PairPreferenceObjective(nn.Module):
     """A preference loss (DPO, IPO, SimPO: ``PAIR_OBJECTIVES``) of a ``ControlledLM`` on a
     pair batch, as one module the Trainer steps. Per-batch reward statistics are kept for
     ``PairTrainer`` to log."""
@@ -248,7 +250,7 @@ class PairTrainer(ControlTrainer):
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         objective = self.accelerator.unwrap_model(self.model)
-        if "loss" in logs and isinstance(objective, DPOObjective):
+        if "loss" in logs and isinstance(objective, PairPreferenceObjective):
             stats = objective.pop_stats()
             if stats and self.accelerator.num_processes > 1:
                 # every process logs at the same steps, so all take part in this mean
@@ -261,7 +263,10 @@ class PairTrainer(ControlTrainer):
 
 @torch.no_grad()
 def evaluate_pairs(
-    objective: DPOObjective, examples: list[PairExample], pad_id: int, batch_size: int = 8
+    objective: PairPreferenceObjective,
+    examples: list[PairExample],
+    pad_id: int,
+    batch_size: int = 8,
 ) -> dict[str, float]:
     """Held-out loss, reward accuracy and margin (reference log-probs attached when the
     objective needs them)."""
@@ -289,18 +294,14 @@ def evaluate_pairs(
     }
 
 
-def fit_pairs(
+def encode_splits(
     config: TrainConfig,
-    model: ControlledLM,
     tokenizer: PreTrainedTokenizerBase,
-    params: list[nn.Parameter],
     train_data: PreferenceData,
     eval_data: PreferenceData,
-) -> dict:
-    """Encode, attach reference log-probs (unless the objective is reference-free), train
-    ``params`` with the objective of ``--loss-type``, evaluate."""
-    run_dir = Path(config.output)
-    pad = tokenizer.pad_token_id
+) -> tuple[list[PairExample], list[PairExample], int]:
+    """Training pairs, the held-out pairs scored (``--max-eval-examples``), and how many
+    pairs of both were dropped as longer than ``--max-length``."""
     chosen, rejected = train_data.chosen, train_data.rejected
     train_pairs, dropped = encode_pairs(
         train_data.records, tokenizer, chosen, rejected, config.max_length
@@ -318,8 +319,24 @@ def fit_pairs(
         config.max_length,
         len(eval_pairs),
     )
-    stage_dir = run_dir / "checkpoints" / "second"
-    args = training_arguments(config, stage_dir, lr=config.lr_second, epochs=config.epochs)
+    return train_pairs, eval_pairs, dropped + eval_dropped
+
+
+def fit_pairs(
+    config: TrainConfig,
+    model: ControlledLM,
+    tokenizer: PreTrainedTokenizerBase,
+    params: list[nn.Parameter],
+    train_data: PreferenceData,
+    eval_data: PreferenceData,
+) -> dict:
+    """Encode, attach reference log-probs (unless the objective is reference-free), train
+    ``params`` with the objective of ``--loss-type``, evaluate."""
+    run_dir = Path(config.output)
+    pad = tokenizer.pad_token_id
+    train_pairs, eval_pairs, dropped = encode_splits(config, tokenizer, train_data, eval_data)
+    stage_dir = run_dir / "checkpoints" / ONLY_STEP
+    args = training_arguments(config, stage_dir, lr=config.learning_rate, epochs=config.epochs)
     started = time.time()
     cache = run_dir / "checkpoints" / REFERENCE_FILE
     context = reference_context(config, args)
@@ -333,12 +350,12 @@ def fit_pairs(
             eval_pairs = with_reference_logps(
                 model, eval_pairs, pad, config.micro_batch_size, cache, context
             )
-    metrics = data_metrics(len(train_pairs), len(eval_pairs), dropped + eval_dropped, train_data)
+    metrics = data_metrics(len(train_pairs), len(eval_pairs), dropped, train_data)
     metrics["reference_seconds"] = round(time.time() - started, 1)
-    objective = DPOObjective(
+    objective = PairPreferenceObjective(
         model, config.beta, config.loss_type, config.label_smoothing, config.simpo_gamma
     )
-    metrics["stages"]["second"] = run_stage(
+    metrics["stages"][ONLY_STEP] = run_stage(
         objective,
         params,
         stage_dir,

@@ -38,7 +38,7 @@ from ctrlalign.model.loading import load_tokenizer, smollm2_dir, tiny_model
 from ctrlalign.model.reward import RewardModel, encode_for_reward
 from ctrlalign.training.config import RewardModelConfig
 from ctrlalign.training.objectives import bradley_terry_loss
-from ctrlalign.training.stage import precision
+from ctrlalign.training.placement import precision
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,9 @@ from ctrlalign.data.records import data_task
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control, control_options
 from ctrlalign.training.config import TrainConfig
-from ctrlalign.training.stage import finish_run, fit_conditional, load_splits, load_training_model
+from ctrlalign.training.placement import load_training_model
+from ctrlalign.training.splits import load_splits
+from ctrlalign.training.stage import finish_run, fit_conditional
 
 
 def train(config: TrainConfig) -> Path:
