@@ -44,3 +44,12 @@ def test_an_upward_import_breaks_the_layers_contract(tmp_path):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "ctrlalign layers BROKEN" in result.stdout
     assert "ctrlalign.data.records -> ctrlalign.cli" in result.stdout
+
+
+def test_every_method_has_its_recipe_imported_by_name():
+    """Recipes are imported statically (an arrow import-linter sees), one per METHODS entry."""
+    from ctrlalign.training import METHODS, RECIPES
+
+    assert {m.recipe for m in METHODS.values()} == set(RECIPES)
+    for name, train in RECIPES.items():
+        assert train.__module__ == f"ctrlalign.training.{name}"

@@ -69,3 +69,16 @@ def test_a_copy_that_counts_for_nothing_has_no_label():
     assert all(isinstance(item, Dummy) for item in last)
     batch = collate_steps(lambda xs: xs[0], mask_labels, last)
     assert batch["labels"].eq(-100).all()
+
+
+def test_sequential_sampling_keeps_the_dataset_order():
+    """``train_sampling_strategy="sequential"`` reaches our sampler: file order, each step's
+    examples dealt over processes as in the shuffled order."""
+    one = [i for step in StepBatchSampler(10, 2, 2, 1, 0, seed=7, shuffle=False) for i in step]
+    assert one == list(range(10))
+    dealt = [
+        [i for step in StepBatchSampler(8, 2, 1, 2, rank, seed=7, shuffle=False) for i in step]
+        for rank in (0, 1)
+    ]
+    assert sorted(dealt[0] + dealt[1]) == list(range(8))
+    assert dealt[0][:2] + dealt[1][:2] == [0, 1, 2, 3]  # step 1 holds the first 4 examples

@@ -26,6 +26,7 @@ is discarded (unaligned rows), so they are zero-filled to keep every layer the s
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -65,6 +66,29 @@ class Row:
     max_new_tokens: int | None = None
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How an answer picks its tokens, the same offline and served; temperature 0 (below
+    ``GREEDY_BELOW``) is greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    #: answer i draws from a generator seeded ``seed + i``; None: a fresh random seed
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
+
+    def generator(self, device: torch.device, index: int) -> torch.Generator | None:
+        """Answer ``index``'s own generator on ``device`` (torch.multinomial refuses one
+        from another device), so its samples do not depend on what it is batched with."""
+        if self.greedy:
+            return None
+        seed = int.from_bytes(os.urandom(8), "little") >> 1 if self.seed is None else self.seed
+        return torch.Generator(device=device).manual_seed(seed + index)
+
+
 @dataclass(eq=False)
 class Choice:
     """One answer in flight: its streams encoded, how it samples, what it has produced."""
@@ -73,10 +97,8 @@ class Choice:
     streams: tuple[Stream, ...]
     weights: tuple[float, ...]
     max_new_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    #: draws this answer's samples (on the model's device), so a seeded answer does not
-    #: depend on what it is batched with; None with temperature 0
+    sampling: Sampling = Sampling()
+    #: draws this answer's samples (``Sampling.generator``); None when greedy
     generator: torch.Generator | None = None
     #: record each token's log-probability and this many alternatives; None: none
     top_logprobs: int | None = None
@@ -94,14 +116,12 @@ class Choice:
         return None
 
 
-def sample(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
-) -> int:
-    """One token from a row's logits at ``temperature``, within the ``top_p`` nucleus."""
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
+def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
+    """One token from a row's logits at the temperature, within the ``top_p`` nucleus."""
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        drop = sorted_p.cumsum(-1) - sorted_p > sampling.top_p
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     return int(torch.multinomial(probs, 1, generator=generator))
@@ -286,8 +306,8 @@ class DecodeBatch:
         mixed = self._mix(choices, logits)
         tokens = mixed.argmax(-1).tolist()
         for i, choice in enumerate(choices):
-            if choice.temperature >= GREEDY_BELOW:
-                tokens[i] = sample(mixed[i], choice.temperature, choice.top_p, choice.generator)
+            if not choice.sampling.greedy:
+                tokens[i] = sample(mixed[i], choice.sampling, choice.generator)
             if choice.top_logprobs is not None:
                 # the answer's own distribution (its streams mixed, the dial included),
                 # before temperature and top_p, as vLLM reports by default

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
-from ctrlalign.inference.decode import GREEDY_BELOW, Choice, DecodeBatch
+from ctrlalign.inference.decode import Choice, DecodeBatch
 from ctrlalign.inference.jobs import EngineClosed, Event, Handle, Job, QueueFull, Sink
 from ctrlalign.model.controlled_lm import ControlledLM
 
@@ -249,24 +247,15 @@ class Engine:
         return joiners
 
     def _choice(self, handle: Handle, index: int) -> Choice:
-        """Choice ``index`` of a request, with its own sampler: seeded ``seed + index``, or
-        from a fresh random seed when the request has none."""
+        """Choice ``index`` of a request, with its own sampler (``Sampling.generator``)."""
         job = handle.job
-        sampling = job.sampling
-        generator = None
-        if sampling.temperature >= GREEDY_BELOW:
-            seed = sampling.seed
-            seed = int.from_bytes(os.urandom(8), "little") >> 1 if seed is None else seed + index
-            # on the model's device: torch.multinomial refuses a generator from another one
-            generator = torch.Generator(device=self.batch.device).manual_seed(seed)
         return Choice(
             job.examples,
             job.streams,
             job.weights,
             job.max_new_tokens,
-            sampling.temperature,
-            sampling.top_p,
-            generator,
+            job.sampling,
+            job.sampling.generator(self.batch.device, index),
             job.logprobs,
             owner=(handle, index, _Text(self.tokenizer, job, self.stop_ids)),
         )

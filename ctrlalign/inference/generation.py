@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from ctrlalign.inference.decode import GREEDY_BELOW, Choice, DecodeBatch, Row, Stream
+from ctrlalign.inference.decode import Choice, DecodeBatch, Row, Sampling, Stream
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import Blend
 from ctrlalign.model.layout import Message, encode_prompt
@@ -52,6 +51,10 @@ class GenerationConfig:
         default_factory=list,
         metadata={"help": "token ids that end an answer (default: the model's end tokens)"},
     )
+
+    def sampling(self) -> Sampling:
+        """How every row samples; row i from a generator seeded ``seed + i``."""
+        return Sampling(self.temperature, self.top_p, self.seed)
 
 
 def as_messages(prompt: str | Sequence[Message]) -> tuple[tuple[str, str], ...]:
@@ -100,24 +103,21 @@ def _choices(
     """Each row encoded under each of its streams, with its own sampler: row i draws from
     a generator seeded ``config.seed + i``, as the server's choice i of a seeded request."""
     device = next(model.parameters()).device
-    sampled = config.temperature >= GREEDY_BELOW
+    sampling = config.sampling()
     out = []
     for i, row in enumerate(rows):
         chat = [{"role": r, "content": c} for r, c in row.messages]
         examples = tuple(
             encode_prompt(tokenizer, model.control, chat, s.preference) for s in row.streams
         )
-        # on the model's device: torch.multinomial refuses a generator from another one
-        generator = torch.Generator(device=device).manual_seed(config.seed + i) if sampled else None
         out.append(
             Choice(
                 examples,
                 row.streams,
                 row.weights,
                 row.max_new_tokens or config.max_new_tokens,
-                config.temperature,
-                config.top_p,
-                generator,
+                sampling,
+                sampling.generator(device, i),
             )
         )
     return out

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from transformers import PreTrainedTokenizerBase
 
-from ctrlalign.inference.decode import Row, Stream, TokenLogprob
+from ctrlalign.inference.decode import Row, Sampling, Stream, TokenLogprob
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import Blend, Control
 from ctrlalign.model.layout import Example, Message, control_prefix, encode_prompt, prompt_ids
@@ -28,16 +28,6 @@ class QueueFull(RuntimeError):
 
 class EngineClosed(RuntimeError):
     """The engine is shutting down and takes no new requests (HTTP 503)."""
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How one request picks its tokens; temperature 0 is greedy."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    #: choice i draws from a generator seeded ``seed + i``; None: a fresh random seed
-    seed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -67,13 +67,23 @@ class StepBatchSampler:
     """This process's micro-batches of an epoch (see the module docstring).
 
     The order is a permutation seeded by ``seed + epoch``, the one accelerate's seedable
-    sampler draws, so a one-process run takes the batches it took before this sampler."""
+    sampler draws, so a one-process run takes the batches it took before this sampler; with
+    ``shuffle=False`` it is the dataset's own order (``train_sampling_strategy=
+    "sequential"``, as benchmarks that compare trainers on the same examples need)."""
 
     def __init__(
-        self, n: int, micro: int, accumulation: int, world: int, rank: int, seed: int
+        self,
+        n: int,
+        micro: int,
+        accumulation: int,
+        world: int,
+        rank: int,
+        seed: int,
+        shuffle: bool = True,
     ) -> None:
         self.n, self.micro, self.accumulation = n, micro, accumulation
         self.world, self.rank, self.seed = world, rank, seed
+        self.shuffle = shuffle
         self.epoch = 0
 
     @property
@@ -91,9 +101,10 @@ class StepBatchSampler:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[list]:
-        generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.n, generator=generator).tolist()
+        order = list(range(self.n))
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=generator).tolist()
         for start in range(0, self.n, self.global_batch):
             step = order[start : start + self.global_batch]
             if len(step) == self.global_batch:

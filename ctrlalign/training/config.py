@@ -46,7 +46,8 @@ class Method:
     #: MEET's ``first``, ``second`` or ``both`` (``--stages`` picks among them), or
     #: ``ONLY_STEP`` for a method without MEET's steps
     stages: str
-    #: module under ``ctrlalign.training`` whose ``train(config)`` runs the method
+    #: the recipe that runs the method: its key in ``ctrlalign.training.RECIPES`` (a module
+    #: of ``ctrlalign.training`` with ``train(config)``)
     recipe: str
     #: learns from (chosen, rejected) pairs; every other method reads pointwise data too
     pairwise: bool = False

@@ -47,6 +47,7 @@ class ControlTrainer(Trainer):
             world=args.world_size,
             rank=args.process_index,
             seed=args.seed if args.data_seed is None else args.data_seed,
+            shuffle=args.train_sampling_strategy != "sequential",
         )
         loader = DataLoader(
             StepDataset(self.train_dataset),

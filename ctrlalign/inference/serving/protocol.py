@@ -12,6 +12,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ctrlalign.inference.decode import Sampling
+
 INT64 = 2**63
 MAX_TOP_LOGPROBS = 20
 
@@ -115,6 +117,10 @@ class GenerationRequest(_Body):
             raise RequestError("`logit_bias` is not supported by this server", "logit_bias")
         if self.stream_options is not None and not self.stream:
             raise RequestError("`stream_options` needs `stream: true`", "stream_options")
+
+    def sampling(self) -> Sampling:
+        temperature = 0.0 if self.temperature is None else self.temperature
+        return Sampling(temperature, 1.0 if self.top_p is None else self.top_p, self.seed)
 
     def stops(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

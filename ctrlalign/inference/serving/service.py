@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ctrlalign.inference.dial import DialError, DialRequest, dial_row
 from ctrlalign.inference.engine import Engine
-from ctrlalign.inference.jobs import Job, Sampling, ServingEngine, encode_row
+from ctrlalign.inference.jobs import Job, ServingEngine, encode_row
 from ctrlalign.inference.serving.metrics import Metrics
 from ctrlalign.inference.serving.protocol import GenerationRequest, RequestError
 from ctrlalign.model.rundir import Run, default_preference
@@ -180,17 +180,12 @@ class Service:
         total = max(len(e.input_ids) for e in examples)
         if total == 0:
             raise RequestError("the prompt is empty", body.prompt_field)
-        sampling = Sampling(
-            0.0 if body.temperature is None else body.temperature,
-            1.0 if body.top_p is None else body.top_p,
-            body.seed,
-        )
         return Job(
             examples,
             row.streams,
             row.weights,
             self._fit(total, limit, body.prompt_field),
-            sampling,
+            body.sampling(),
             body.n,
             stops,
             strip=body.strip,
