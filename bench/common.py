@@ -127,7 +127,7 @@ def wait_for_quiet(threshold: float, max_wait: float, log=print) -> tuple[float,
 
 @dataclass
 class BatchCount:
-    tokens: int  # non-pad tokens (attention mask ones)
+    tokens: int  # non-pad tokens (attention mask ones), control positions excluded
     loss_tokens: int  # tokens that carry loss (response tokens and their end-of-turn)
     padded: int  # batch rows x padded width
 
@@ -144,6 +144,9 @@ class CountingCollator:
         ids, labels = batch["input_ids"], batch["labels"]
         mask = batch.get("attention_mask")
         tokens = int(mask.sum()) if mask is not None else ids.numel()
+        # control positions (a soft prompt, a hand-written prefix) are not the text's tokens
+        prefix = batch.get("prefix_mask")
+        tokens -= int(prefix.sum()) if prefix is not None else 0
         # labels sit on the input positions; position t is predicted from t - 1
         loss_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
         self.log.append(BatchCount(tokens, loss_tokens, ids.numel()))

@@ -5,9 +5,10 @@
 
 Both train every weight of the same model (default ``smollm2``) with the sigmoid DPO loss,
 beta 0.1, on the same HH-RLHF pairs in file order (``train_sampling_strategy=
-"sequential"``), same batch (pairs per optimizer step, no accumulation), fp32, no gradient
-checkpointing, same torch threads, each in a fresh process. TRL is configured as its best
-CPU user would: ``bf16=False``, ``gradient_checkpointing=False`` and
+"sequential"``), same batch (pairs per optimizer step, no accumulation), the same precision
+(``--dtype``: fp32, or bf16 mixed precision for both), no gradient checkpointing, same torch
+threads, each in a fresh process. TRL is configured as its best CPU user would: ``bf16``
+as ``--dtype`` says, ``gradient_checkpointing=False`` and
 ``precompute_ref_log_probs=True`` (no reference model in memory, no reference forward per
 step), which is also what ctrlalign does. The difference left is the forward itself:
 ctrlalign packs each pair into one row (prompt once, both responses after it, a 4D mask
@@ -70,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=384, help="longest sequence, in tokens")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     p.add_argument("--model", default="smollm2")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="precision of both trainers: bfloat16 is mixed precision (autocast, fp32 weights)",
+    )
     p.add_argument("--data", type=Path, default=HH_TEST, help="HH-RLHF jsonl(.gz)")
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
@@ -150,7 +157,7 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
         max_length=None,  # the selection already fits; TRL must not truncate
         precompute_ref_log_probs=True,
         precompute_ref_batch_size=args.batch,
-        bf16=False,
+        bf16=args.dtype == "bfloat16",
         fp16=False,
         gradient_checkpointing=False,
         use_cpu=True,
@@ -211,6 +218,7 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
         micro_batch_size=args.batch,
         max_length=args.max_length,
         max_steps=total_steps(args),
+        dtype=args.dtype,
     )
     config.validate()
     started = time.perf_counter()
@@ -285,7 +293,7 @@ def main() -> None:
     passed = [
         "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch),
         "--max-length", str(args.max_length), "--threads", str(args.threads),
-        "--model", args.model, "--data", str(args.data),
+        "--model", args.model, "--data", str(args.data), "--dtype", args.dtype,
     ]  # fmt: skip
     started = time.time()
     configs = run_rounds(
@@ -317,7 +325,7 @@ def main() -> None:
             "rounds": args.rounds,
             "round_kept": "the fastest (highest tokens/s) of each trainer's rounds",
             "torch_threads": args.threads,
-            "dtype": "float32",
+            "dtype": args.dtype,
             "tokens": "non-pad tokens of prompt+chosen and prompt+rejected per pair (the prompt "
             "counted twice, for both trainers)",
             "memory": "peak RSS sampled every 5 ms by a psutil thread during the step loop; "
