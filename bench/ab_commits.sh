@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training and generation throughput of two commits, interleaved A B A B on this machine.
+# Training, generation and serving (8 clients) throughput of two commits, interleaved A B A B.
 #
 #   bench/ab_commits.sh BEFORE_REF [AFTER_REF [ROUNDS]]
 #
@@ -7,7 +7,10 @@
 # the working tree cannot leak into the figures, and runs bench/train_throughput.py and
 # bench/alpha_generation.py of each tree (its own code, PYTHONPATH first, the same .venv),
 # alternating trees each round so machine drift hits both alike. Every result JSON lands in
-# bench/results/ab/{before,after}-{train,alpha}-ROUND.json; bench/ab_report.py reads them.
+# bench/results/ab/{before,after}-{train,alpha,serve}-ROUND.json; bench/ab_report.py reads
+# the train and alpha ones (serve: bench/serve_load.py's own JSON and plot per round).
+# Set CTRLALIGN_CPU_BF16=0 to compare a commit that resolves --dtype auto to bf16 on this
+# CPU with one that always ran fp32.
 set -euo pipefail
 before_ref=${1:?usage: bench/ab_commits.sh BEFORE_REF [AFTER_REF [ROUNDS]]}
 after_ref=${2:-HEAD}
@@ -32,5 +35,7 @@ for round in $(seq 1 "$rounds"); do
       --steps 2 --rounds 1 --threads 1 --data "$data" --output "$out/$side-train-$round.json" >&2)
     (cd "$root" && PYTHONPATH="$root" "$py" bench/alpha_generation.py --repeats 2 --threads 1 --data "$data" \
       --output "$out/$side-alpha-$round.json" >&2)
+    (cd "$root" && PYTHONPATH="$root" "$py" bench/serve_load.py --clients 8 --one-at-a-time-max 0 \
+      --data "$data" --output "$out/$side-serve-$round.json" >&2)
   done
 done
