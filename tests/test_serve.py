@@ -30,7 +30,7 @@ from ctrlalign.inference.generation import (
     generate_ids,
     generate_rows,
 )
-from ctrlalign.inference.jobs import encode_text
+from ctrlalign.inference.jobs import EngineClosed, Event, Handle, QueueFull, encode_text
 from ctrlalign.inference.serving.app import build_app
 from ctrlalign.inference.serving.server import ServerThread
 from ctrlalign.inference.serving.service import Service
@@ -642,3 +642,63 @@ def call_or_none(url: str) -> int | None:
         return err.code
     except OSError:
         return None
+
+
+class RecordingEngine:
+    """A second ``ServingEngine``, as a vLLM engine would be: it answers every choice with
+    the job it was given (its streams, weights and cap as text), refuses when told to, and
+    reports through the sinks it was handed. The service and the app must need nothing else."""
+
+    def __init__(self):
+        self.stats = {"requests": 0}
+        self.jobs = []
+        self.refuse: Exception | None = None
+        self.closed = False
+
+    @property
+    def queue_length(self) -> int:
+        return 0
+
+    @property
+    def active_rows(self) -> int:
+        return 0
+
+    def submit(self, job, sink):
+        if self.refuse is not None:
+            raise self.refuse
+        self.jobs.append(job)
+        self.stats["requests"] += 1
+        text = f"{[s.preference for s in job.streams]} {list(job.weights)} {job.max_new_tokens}"
+        for choice in range(job.n):
+            sink(Event("finish", choice, text, text, "length", job.max_new_tokens))
+        return Handle(job, sink)
+
+    def close(self, timeout=None):
+        self.closed = True
+
+
+def test_a_second_engine_plugs_into_the_same_service_and_surface():
+    """``Service(run, name, engine=...)`` serves any ``ServingEngine``: the request is
+    validated and dialled into jobs as for the builtin engine, the engine's events become
+    OpenAI's body, its refusals HTTP 429 and 503, and shutdown closes it."""
+    engine = RecordingEngine()
+    service = Service(meet_run(), "test-run", max_new_tokens=CAP, engine=engine)
+    server = ServerThread(build_app(service))
+    try:
+        body = chat(PROMPTS[0], preference="bad", against="good", alpha=0.5, max_tokens=7, n=2)
+        status, reply = call(server.url, "/v1/chat/completions", body)
+        assert status == 200, reply
+        expected = "['good', 'bad'] [0.5, 0.5] 7"  # low: `against`, high: `preference`
+        assert [c["message"]["content"] for c in reply["choices"]] == [expected, expected]
+        assert reply["usage"]["completion_tokens"] == 14 and reply["alpha"] == 0.5
+        assert len(engine.jobs) == 1 and engine.jobs[0].n == 2
+        status, reply = call(server.url, "/v1/chat/completions", chat("x", alpha="high"))
+        assert status == 400 and reply["error"]["param"] == "alpha"
+        assert len(engine.jobs) == 1  # refused before the engine
+        engine.refuse = QueueFull("1 request is already waiting")
+        assert call(server.url, "/v1/chat/completions", chat("x"))[0] == 429
+        engine.refuse = EngineClosed("shutting down")
+        assert call(server.url, "/v1/chat/completions", chat("x"))[0] == 503
+    finally:
+        server.stop()
+    assert engine.closed
