@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(PY) bench/serve_load.py
 	$(PY) bench/lora_mix.py
 	$(PY) bench/lora_mix.py --parts padded --rounds 2 --output bench/results/lora_mix_padded.json
+	$(PY) bench/lora_mix_cli.py --rounds 3
 
 clean:
 	rm -rf $(VENV) $(LATEST)

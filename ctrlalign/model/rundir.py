@@ -121,7 +121,8 @@ def load_run(
     attn_implementation: str = "auto",
 ) -> Run:
     """Rebuild the trained model and its controls from a run directory alone, on
-    ``device`` in ``dtype`` (``auto``: bf16 on a GPU that has it, fp32 on the CPU)."""
+    ``device`` in ``dtype`` (``auto``: bf16 on a GPU or CPU that computes it natively, else
+    fp32; see ``model.device``)."""
     directory = Path(directory)
     info = read_run_info(directory)
     where = Placement.resolve(device, dtype, attn_implementation)
