@@ -22,6 +22,7 @@ import requests
 import torch
 from conftest import big_init
 
+from ctrlalign.inference.decode import encode_text
 from ctrlalign.inference.generation import (
     GenerationConfig,
     Row,
@@ -30,7 +31,7 @@ from ctrlalign.inference.generation import (
     generate_ids,
     generate_rows,
 )
-from ctrlalign.inference.jobs import EngineClosed, Event, Handle, QueueFull, encode_text
+from ctrlalign.inference.jobs import EngineClosed, Event, Handle, QueueFull
 from ctrlalign.inference.serving.app import build_app
 from ctrlalign.inference.serving.server import ServerThread
 from ctrlalign.inference.serving.service import Service

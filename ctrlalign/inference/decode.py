@@ -31,11 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedTokenizerBase
 
 from ctrlalign.model.controlled_lm import ControlledLM
-from ctrlalign.model.controls import Blend
-from ctrlalign.model.layout import Example, collate
+from ctrlalign.model.controls import Blend, Control
+from ctrlalign.model.layout import Example, collate, control_prefix, encode_prompt
+from ctrlalign.model.logprobs import IGNORE_INDEX
 
 #: temperatures below this are greedy (as in vLLM): dividing logits by a value near zero
 #: overflows to inf and the sampling distribution to NaN
@@ -114,6 +115,32 @@ class Choice:
         if len(self.ids) >= self.max_new_tokens:
             return "length"
         return None
+
+
+def encode_text(
+    tokenizer: PreTrainedTokenizerBase,
+    control: Control | None,
+    text: str,
+    preference: str | Blend | None,
+) -> Example:
+    """``[control prefix][text]`` for a raw completion: no chat template, the text as given."""
+    ids = tokenizer(text).input_ids
+    if control is None:
+        return Example(ids, [IGNORE_INDEX] * len(ids), 0, 0)
+    prefix, preference_id = control_prefix(control, preference)
+    ids = prefix + ids
+    return Example(ids, [IGNORE_INDEX] * len(ids), preference_id, len(prefix))
+
+
+def encode_row(
+    model: ControlledLM, tokenizer: PreTrainedTokenizerBase, row: Row, text: str | None = None
+) -> tuple[Example, ...]:
+    """Every stream of ``row`` encoded: its chat messages under the stream's control, or
+    ``text`` as a raw completion prompt (the server's ``/v1/completions``)."""
+    if text is not None:
+        return tuple(encode_text(tokenizer, model.control, text, s.preference) for s in row.streams)
+    chat = [{"role": r, "content": c} for r, c in row.messages]
+    return tuple(encode_prompt(tokenizer, model.control, chat, s.preference) for s in row.streams)
 
 
 def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from ctrlalign.inference.decode import Choice, DecodeBatch, Row, Sampling, Stream
+from ctrlalign.inference.decode import Choice, DecodeBatch, Row, Sampling, Stream, encode_row
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import Blend
-from ctrlalign.model.layout import Message, encode_prompt
+from ctrlalign.model.layout import Message
 
 
 @dataclass
@@ -106,13 +106,9 @@ def _choices(
     sampling = config.sampling()
     out = []
     for i, row in enumerate(rows):
-        chat = [{"role": r, "content": c} for r, c in row.messages]
-        examples = tuple(
-            encode_prompt(tokenizer, model.control, chat, s.preference) for s in row.streams
-        )
         out.append(
             Choice(
-                examples,
+                encode_row(model, tokenizer, row),
                 row.streams,
                 row.weights,
                 row.max_new_tokens or config.max_new_tokens,

@@ -13,13 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from transformers import PreTrainedTokenizerBase
-
-from ctrlalign.inference.decode import Row, Sampling, Stream, TokenLogprob
-from ctrlalign.model.controlled_lm import ControlledLM
-from ctrlalign.model.controls import Blend, Control
-from ctrlalign.model.layout import Example, Message, control_prefix, encode_prompt, prompt_ids
-from ctrlalign.model.logprobs import IGNORE_INDEX
+from ctrlalign.inference.decode import Sampling, Stream, TokenLogprob
+from ctrlalign.model.layout import Example
 
 
 class QueueFull(RuntimeError):
@@ -50,42 +45,6 @@ class Job:
     prompt_tokens: int = 0
     #: report each token's log-probability and this many alternatives; None: none
     logprobs: int | None = None
-
-    @property
-    def total_prompt_tokens(self) -> int:
-        """Tokens the longest stream prefills (the control prefix included)."""
-        return max(len(e.input_ids) for e in self.examples)
-
-
-def encode_text(
-    tokenizer: PreTrainedTokenizerBase,
-    control: Control | None,
-    text: str,
-    preference: str | Blend | None,
-) -> Example:
-    """``[control prefix][text]`` for a raw completion: no chat template, the text as given."""
-    ids = tokenizer(text).input_ids
-    if control is None:
-        return Example(ids, [IGNORE_INDEX] * len(ids), 0, 0)
-    prefix, preference_id = control_prefix(control, preference)
-    ids = prefix + ids
-    return Example(ids, [IGNORE_INDEX] * len(ids), preference_id, len(prefix))
-
-
-def encode_row(
-    model: ControlledLM, tokenizer: PreTrainedTokenizerBase, row: Row, text: str | None = None
-) -> tuple[tuple[Example, ...], int]:
-    """Every stream of ``row`` encoded (its chat messages, or ``text`` as a raw completion
-    prompt), and the prompt's own token count."""
-    chat: list[Message] = [{"role": r, "content": c} for r, c in row.messages]
-    examples = []
-    for stream in row.streams:
-        if text is None:
-            examples.append(encode_prompt(tokenizer, model.control, chat, stream.preference))
-        else:
-            examples.append(encode_text(tokenizer, model.control, text, stream.preference))
-    own = len(tokenizer(text).input_ids) if text is not None else len(prompt_ids(tokenizer, chat))
-    return tuple(examples), own
 
 
 @dataclass

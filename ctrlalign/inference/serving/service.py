@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from ctrlalign.inference.decode import encode_row
 from ctrlalign.inference.dial import DialError, DialRequest, dial_row
 from ctrlalign.inference.engine import Engine
-from ctrlalign.inference.jobs import Job, ServingEngine, encode_row
+from ctrlalign.inference.jobs import Job, ServingEngine
 from ctrlalign.inference.serving.metrics import Metrics
 from ctrlalign.inference.serving.protocol import GenerationRequest, RequestError
+from ctrlalign.model.layout import prompt_ids
 from ctrlalign.model.rundir import Run, default_preference
 
 
@@ -176,8 +178,13 @@ class Service:
             row = dial_row(self.run, request)
         except DialError as err:
             raise RequestError(_as_fields(str(err)), err.field) from None
-        examples, own = encode_row(self.run.model, self.run.tokenizer, row, text)
+        tokenizer = self.run.tokenizer
+        examples = encode_row(self.run.model, tokenizer, row, text)
         total = max(len(e.input_ids) for e in examples)
+        # usage reports the prompt's own tokens, the control prefix excluded
+        own = len(
+            tokenizer(text).input_ids if text is not None else prompt_ids(tokenizer, request.prompt)
+        )
         if total == 0:
             raise RequestError("the prompt is empty", body.prompt_field)
         return Job(
