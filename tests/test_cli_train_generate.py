@@ -264,6 +264,12 @@ def test_generate_errors_are_clear_and_write_nothing(soft_run, tmp_path, prompts
     assert "line 3" in err
     assert not out.exists()
 
+    # no room for a row would decode forever: refused, naming the flag, before any loading
+    for flag, value in (("--batch-size", "0"), ("--max-new-tokens", "0"), ("--top-p", "1.5")):
+        err = run_cli([*gen, "--run", run, "--prompt", "hi", flag, value], capsys)
+        assert flag in err and value in err
+        assert not out.exists()
+
 
 def test_three_level_scores_run_trains_and_generates_every_level(
     tmp_path, scores_file, tiny_model_dir, capsys

@@ -63,12 +63,13 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"--pairs {args.pairs}: not (chosen, rejected) pairs")
     # the reward model scores on the policy's device
     judge = reward_scorer(args.judge, resolve_device(args.device))
+    generation = generation_config(args)  # checked before the model loads
     run = load_run(args.run, **placement(args))
     result = sweep.sweep(
         run,
         prompts,
         args.alphas,
-        generation_config(args),
+        generation,
         preference,
         args.against,
         judge,

@@ -76,13 +76,14 @@ def run(args: argparse.Namespace) -> int:
     missing = [c for a in axes for c in (a.low, a.high) if c not in known]
     if not info.get("control") or missing:
         raise DialError(f"--axis controls {missing} are not among the run's {known}")
+    generation = generation_config(args)  # checked before the model loads
     run = load_run(args.run, **placement(args))
     result = evaluate_controllability(
         run,
         prompts,
         axes,
         args.alphas,
-        generation_config(args),
+        generation,
         args.compose,
         args.held_out,
         progress=True,

@@ -71,9 +71,10 @@ def run(args: argparse.Namespace) -> int:
         )
         for p in prompts
     ]
+    generation = generation_config(args)  # checked before the model loads
     run = load_run(args.run, **placement(args))
     rows = [dial_row(run, dial) for dial in dials]
-    answers = generate_rows(run.model, run.tokenizer, rows, generation_config(args), progress=True)
+    answers = generate_rows(run.model, run.tokenizer, rows, generation, progress=True)
     dialled = info.get("clm") or any(d.alpha is not None for d in dials)
     out = []
     for dial, answer in zip(dials, answers, strict=True):

@@ -52,6 +52,18 @@ class GenerationConfig:
         metadata={"help": "token ids that end an answer (default: the model's end tokens)"},
     )
 
+    def __post_init__(self) -> None:
+        """Refuse what would decode nothing (or forever: no room for a row), naming the flag."""
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.top_p <= 1:
+            raise ValueError(f"--top-p must be within [0, 1], got {self.top_p}")
+
     def sampling(self) -> Sampling:
         """How every row samples; row i from a generator seeded ``seed + i``."""
         return Sampling(self.temperature, self.top_p, self.seed)
