@@ -295,15 +295,11 @@ def environment() -> dict:
     import transformers
     import trl
 
-    from ctrlalign.model.device import cpu_description, resolve_dtype
+    from ctrlalign.model.device import cpu_description, cpu_flags, resolve_dtype
 
     cpu = cpu_description()
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next(line for line in fh if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpu_flags(cpuinfo.read_text()) if cpuinfo.is_file() else set()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -313,8 +309,8 @@ def environment() -> dict:
         "cpu": cpu["model"],
         "bf16_units": cpu["bf16_units"],
         "auto_dtype": str(resolve_dtype("auto", torch.device("cpu"))).removeprefix("torch."),
-        "avx2": " avx2" in flags,
-        "avx512": " avx512f" in flags,
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags,
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
