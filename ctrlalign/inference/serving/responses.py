@@ -125,7 +125,7 @@ class Call:
         self.done = False
         self.ident = f"{self.shape.id_prefix}-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self.extra = {"preference": prepared.preference, "alpha": prepared.alpha}
+        self.extra = {"preference": prepared.preference, "alpha": prepared.body.alpha}
 
     def submit(self) -> None:
         try:

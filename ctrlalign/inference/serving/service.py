@@ -34,7 +34,6 @@ class Prepared:
     jobs: list[Job]
     model: str
     preference: object
-    alpha: float | None
     body: GenerationRequest
     #: completions: each prompt's length in characters (where ``text_offset`` starts)
     prompt_chars: list[int] = field(default_factory=list)
@@ -159,7 +158,6 @@ class Service:
             jobs,
             body.model or self.name,
             preference if preference is not None else self.default_preference,
-            body.alpha,
             body,
             [len(text) for _, text in prompts if text is not None],
         )
