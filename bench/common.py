@@ -320,6 +320,19 @@ def environment() -> dict:
     }
 
 
+def source_commit() -> str | None:
+    """The commit the benchmarked code comes from (the checkout or worktree this file is
+    in), ``-dirty`` when its tracked files differ from it; None outside a git checkout."""
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=40"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip()
+
+
 def run_header(benchmark: str, started: float) -> dict:
     """What every results file opens with: the script, the command that reproduces it (under
     ``nice`` when it ran niced), when, how long it took since ``started``, and on what."""
@@ -328,6 +341,7 @@ def run_header(benchmark: str, started: float) -> dict:
     return {
         "benchmark": benchmark,
         "command": " ".join(command),
+        "commit": source_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_seconds": round(time.time() - started, 1),
         "environment": environment(),
