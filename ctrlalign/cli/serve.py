@@ -33,6 +33,7 @@ def _exit_quietly(signum, frame) -> None:
 def _loader(args: argparse.Namespace, config, name: str, state: dict, server) -> threading.Thread:
     """Load in the background so /health can answer 503 meanwhile (probes see a server
     that is starting, not a dead port); a load that fails stops the server."""
+    from ctrlalign.inference.serving.engines import resolve_engine
     from ctrlalign.inference.serving.service import Service
     from ctrlalign.model.rundir import load_run
 
@@ -41,15 +42,20 @@ def _loader(args: argparse.Namespace, config, name: str, state: dict, server) ->
             started = time.monotonic()
             loaded = load_run(args.run, **placement(args))
             device = next(loaded.model.parameters()).device
+            engine = resolve_engine(config.engine, device)
+            options = config.engine_options()
+            if engine == "vllm":
+                options |= config.vllm_options(args.run, on_cpu=device.type == "cpu")
             state["service"] = Service(
                 loaded,
                 name,
                 max_new_tokens=config.max_new_tokens,
                 max_n=config.max_n,
-                **config.engine_options(),
+                engine=engine,
+                **options,
             )
             took = time.monotonic() - started
-            print(f"ready: {name} loaded on {device} in {took:.1f} s", flush=True)
+            print(f"ready: {name} on {engine} ({device}) in {took:.1f} s", flush=True)
         except Exception as err:  # the server cannot serve: say why and stop it
             state["error"] = err
             server.should_exit = True

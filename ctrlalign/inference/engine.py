@@ -28,61 +28,12 @@ from collections.abc import Callable
 from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.inference.decode import Choice, DecodeBatch
-from ctrlalign.inference.jobs import EngineClosed, Event, Handle, Job, QueueFull, Sink
+from ctrlalign.inference.jobs import AnswerText, EngineClosed, Event, Handle, Job, QueueFull, Sink
 from ctrlalign.model.controlled_lm import ControlledLM
 
 log = logging.getLogger(__name__)
 
 SCHEDULERS = ("continuous", "static")
-
-
-class _Text:
-    """A choice's token ids as text while they come: stop strings end it, and text that is
-    sent early is never taken back (a partial character, trailing spaces that a stripped
-    answer would lose, or the start of a stop string are held until they are safe)."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, job: Job, stop_ids: set[int]):
-        self.tokenizer = tokenizer
-        self.stops = job.stop
-        self.strip = job.strip
-        self.stop_ids = stop_ids
-        self.hold = max((len(s) for s in self.stops), default=1) - 1
-        self.sent = ""
-        self.final: str | None = None
-
-    def _decode(self, ids: list[int]) -> str:
-        ids = ids[:-1] if ids and ids[-1] in self.stop_ids else ids
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return text.lstrip() if self.strip else text
-
-    def update(self, ids: list[int], stream: bool) -> tuple[str, bool]:
-        """(new text safe to send, whether a stop string ended the answer)."""
-        if not self.stops and not stream:
-            return "", False
-        text = self._decode(ids)
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.final = text[: min(hits)]
-            return "", True
-        if not stream:
-            return "", False
-        safe = text[: max(0, len(text) - self.hold)].rstrip("\ufffd")
-        if self.strip:
-            safe = safe.rstrip()
-        if len(safe) <= len(self.sent) or not safe.startswith(self.sent):
-            return "", False
-        delta, self.sent = safe[len(self.sent) :], safe
-        return delta, False
-
-    def finish(self, ids: list[int]) -> tuple[str, str]:
-        """(the text not sent yet, the whole answer)."""
-        content = self.final if self.final is not None else self._decode(ids)
-        if self.strip:
-            content = content.strip()
-        if not content.startswith(self.sent):  # a tokenizer that rewrites earlier text
-            log.warning("streamed text %r is not a prefix of the answer %r", self.sent, content)
-            return "", content
-        return content[len(self.sent) :], content
 
 
 class Engine:
@@ -132,6 +83,10 @@ class Engine:
     # -- the public side (any thread) -------------------------------------------------
 
     @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
     def queue_length(self) -> int:
         return len(self._waiting)
 
@@ -145,6 +100,8 @@ class Engine:
         with self._cond:
             if self._closing:
                 raise EngineClosed("the server is shutting down")
+            if not self._thread.is_alive():
+                raise EngineClosed("the engine's worker has stopped; restart the server")
             if len(self._waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
             self._waiting.append(handle)
@@ -257,7 +214,7 @@ class Engine:
             job.sampling,
             job.sampling.generator(self.batch.device, index),
             job.logprobs,
-            owner=(handle, index, _Text(self.tokenizer, job, self.stop_ids)),
+            owner=(handle, index, AnswerText(self.tokenizer, job, self.stop_ids)),
         )
 
     def _after(self, choices: list[Choice], first: int) -> None:

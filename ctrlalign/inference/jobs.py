@@ -8,13 +8,18 @@ engine is one more module implementing the same protocol.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from transformers import PreTrainedTokenizerBase
+
 from ctrlalign.inference.decode import Sampling, Stream, TokenLogprob
 from ctrlalign.model.layout import Example
+
+log = logging.getLogger(__name__)
 
 
 class QueueFull(RuntimeError):
@@ -84,11 +89,67 @@ class Handle:
         self.cancelled = True
 
 
+class AnswerText:
+    """A choice's token ids as text while they come (every engine's, so they all send the
+    same events): stop strings end it, and text that is
+    sent early is never taken back (a partial character, trailing spaces that a stripped
+    answer would lose, or the start of a stop string are held until they are safe)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, job: Job, stop_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.stops = job.stop
+        self.strip = job.strip
+        self.stop_ids = stop_ids
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.sent = ""
+        self.final: str | None = None
+
+    def _decode(self, ids: list[int]) -> str:
+        ids = ids[:-1] if ids and ids[-1] in self.stop_ids else ids
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return text.lstrip() if self.strip else text
+
+    def update(self, ids: list[int], stream: bool) -> tuple[str, bool]:
+        """(new text safe to send, whether a stop string ended the answer)."""
+        if not self.stops and not stream:
+            return "", False
+        text = self._decode(ids)
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.final = text[: min(hits)]
+            return "", True
+        if not stream:
+            return "", False
+        safe = text[: max(0, len(text) - self.hold)].rstrip("\ufffd")
+        if self.strip:
+            safe = safe.rstrip()
+        if len(safe) <= len(self.sent) or not safe.startswith(self.sent):
+            return "", False
+        delta, self.sent = safe[len(self.sent) :], safe
+        return delta, False
+
+    def finish(self, ids: list[int]) -> tuple[str, str]:
+        """(the text not sent yet, the whole answer)."""
+        content = self.final if self.final is not None else self._decode(ids)
+        if self.strip:
+            content = content.strip()
+        if not content.startswith(self.sent):  # a tokenizer that rewrites earlier text
+            log.warning("streamed text %r is not a prefix of the answer %r", self.sent, content)
+            return "", content
+        return content[len(self.sent) :], content
+
+
 class ServingEngine(Protocol):
     """What the server needs of an engine: take jobs, report their events through their
     sinks from any thread, say how busy it is, and drain on close."""
 
     stats: dict[str, int]
+
+    @property
+    def alive(self) -> bool:
+        """False once the engine cannot answer (its worker or process died): the server
+        then says 503 on /health and to new requests."""
+        ...
 
     @property
     def queue_length(self) -> int: ...

@@ -61,7 +61,10 @@ def _handlers(app: FastAPI) -> None:
 def _routes(app: FastAPI, ready: Callable[[], Service]) -> None:
     @app.get("/health")
     async def health() -> dict:
-        ready()
+        if not ready().engine.alive:
+            raise RequestError(
+                "the engine has stopped; restart the server", None, 503, "engine_dead"
+            )
         return {"status": "ok"}
 
     @app.get("/metrics")

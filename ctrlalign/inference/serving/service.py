@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from ctrlalign.inference.decode import encode_row
 from ctrlalign.inference.dial import DialError, DialRequest, dial_row
-from ctrlalign.inference.engine import Engine
 from ctrlalign.inference.jobs import Job, ServingEngine
+from ctrlalign.inference.serving.engines import ENGINES
 from ctrlalign.inference.serving.metrics import Metrics
 from ctrlalign.inference.serving.protocol import GenerationRequest, RequestError
 from ctrlalign.model.layout import prompt_ids
@@ -42,9 +42,10 @@ class Prepared:
 class Service:
     """Validation and model cards for one run, over a serving engine.
 
-    ``engine``: a ready ``ServingEngine``; None builds the builtin continuous-batching
-    ``Engine`` with ``engine_options`` (``max_batch_size``, ``max_queue``, ``scheduler``,
-    ``batch_wait_s``, ``max_prefill_tokens``).
+    ``engine``: a ready ``ServingEngine``, or the name of one in ``engines.ENGINES``
+    built with ``engine_options`` (the builtin engine's ``max_batch_size``, ``max_queue``,
+    ``scheduler``, ``batch_wait_s``, ``max_prefill_tokens``; vLLM's ``export_dir`` and
+    ``vllm_args`` besides).
     """
 
     def __init__(
@@ -53,7 +54,7 @@ class Service:
         name: str,
         max_new_tokens: int = 512,
         max_n: int = 8,
-        engine: ServingEngine | None = None,
+        engine: ServingEngine | str = "builtin",
         **engine_options: object,
     ):
         self.run = run
@@ -64,9 +65,9 @@ class Service:
         config = run.model.config.get_text_config()
         self.context = getattr(config, "max_position_embeddings", None)
         self.metrics = Metrics()
-        if engine is None:
+        if isinstance(engine, str):
             options = {"max_batch_size": 16, "batch_wait_s": 0.02, **engine_options}
-            engine = Engine(run.model, run.tokenizer, on_step=self.metrics.on_step, **options)
+            engine = ENGINES[engine](run, self.metrics.on_step, **options)
         self.engine = engine
         self.metrics.queue_length.set_function(lambda: self.engine.queue_length)
         self.metrics.running.set_function(lambda: self.engine.active_rows)
