@@ -337,7 +337,9 @@ def run_header(benchmark: str, started: float) -> dict:
     """What every results file opens with: the script, the command that reproduces it (under
     ``nice`` when it ran niced), when, how long it took since ``started``, and on what."""
     nice = ["nice", "-n", str(os.nice(0))] if os.nice(0) else []
-    command = [*nice, ".venv/bin/python", f"bench/{benchmark}.py", *sys.argv[1:]]
+    python = Path(sys.executable)
+    python = python.relative_to(REPO) if python.is_relative_to(REPO) else python
+    command = [*nice, str(python), f"bench/{benchmark}.py", *sys.argv[1:]]
     return {
         "benchmark": benchmark,
         "command": " ".join(command),
