@@ -58,6 +58,8 @@ DIALS = [("good", None, None), ("bad", None, None), ("good", "bad", 0.5), ("good
 TARGETS = {"speedup_at_32": 2.5, "ttft_p99_at_32_over_lone_p50": 3.0, "errors_at_64": 0}
 
 VLLM_PREFS = [f"p{i}" for i in range(8)]
+#: the model name ``ctrlalign export`` gives the export (its folder's name: RUN/vllm)
+PLAIN_NAME = "vllm"
 #: workload -> the dials cycled over its requests; a dict preference is a blend
 WORKLOADS = {
     "plain": [("p0", None, None), ("p1", None, None)],
@@ -180,15 +182,15 @@ def serve(args: argparse.Namespace) -> None:
             scheduler=mode["scheduler"],
         )
     sock = bind("127.0.0.1", 0)
-    print(sock.getsockname()[1], flush=True)
+    print(f"PORT {sock.getsockname()[1]}", flush=True)
     uvicorn_server(build_app(service), drain_timeout_s=5).run(sockets=[sock])
 
 
 def bodies(
-    args: argparse.Namespace, count: int, records: list, dials=DIALS, plain_model: bool = False
+    args: argparse.Namespace, count: int, records: list, dials=DIALS, plain_model: str = ""
 ) -> list[dict]:
-    """``count`` greedy chat bodies cycling over ``dials``; ``plain_model``: the preference
-    named as the model (``bench:p0``), the only way plain vLLM takes one."""
+    """``count`` greedy chat bodies cycling over ``dials``; ``plain_model``: the exported
+    name, the preference named as the model (``NAME:p0``), the only way plain vLLM takes one."""
     out = []
     for i in range(count):
         preference, against, alpha = dials[i % len(dials)]
@@ -199,7 +201,7 @@ def bodies(
             "temperature": 0,
         }
         if plain_model:
-            body["model"] = f"bench:{preference}"
+            body["model"] = f"{plain_model}:{preference}"
         else:
             extra = {"preference": preference}
             if against is not None:
@@ -270,6 +272,20 @@ def summary(results: list[dict], seconds: float) -> dict:
     }
 
 
+def server_port(proc: subprocess.Popen, name: str) -> int:
+    """The port a ``--serve`` worker prints (``PORT N``) once it is up; other lines (vLLM
+    logs to stdout) pass through."""
+    import threading
+
+    for line in proc.stdout:
+        if line.startswith("PORT "):
+            # keep reading, so a full pipe never blocks the server's logging
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return int(line.split()[1])
+        print(line, end="")
+    sys.exit(f"the {name} server exited before it served")
+
+
 def start_servers(args: argparse.Namespace) -> dict[str, tuple[subprocess.Popen, str]]:
     servers = {}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -277,10 +293,7 @@ def start_servers(args: argparse.Namespace) -> dict[str, tuple[subprocess.Popen,
         cmd = [sys.executable, __file__, "--serve", name, "--model", args.model]
         cmd += ["--max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        port = proc.stdout.readline().strip()
-        if not port.isdigit():
-            sys.exit(f"the {name} server did not start")
-        servers[name] = (proc, f"http://127.0.0.1:{port}")
+        servers[name] = (proc, f"http://127.0.0.1:{server_port(proc, name)}")
     return servers
 
 
@@ -369,18 +382,17 @@ def start_vllm_servers(args: argparse.Namespace, run_dir: Path) -> dict:
         cmd += ["--max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
         cmd += ["--memory", str(args.memory), "--dtype", args.dtype]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        port = proc.stdout.readline().strip()
-        if not port.isdigit():
-            sys.exit(f"the {name} server did not start")
-        servers[name] = (proc, f"http://127.0.0.1:{port}")
+        servers[name] = (proc, f"http://127.0.0.1:{server_port(proc, name)}")
         wait_ready(servers[name][1], proc, name)
     manifest = json.loads((run_dir / "vllm" / "export.json").read_text())
     port = 18700 + os.getpid() % 200
     command = shlex.split(manifest["vllm"]) + ["--port", str(port), "--max-num-seqs", "64"]
-    command += ["--gpu-memory-utilization", str(args.memory), "--served-model-name", "bench"]
-    command += ["--dtype", args.dtype]
+    command += ["--gpu-memory-utilization", str(args.memory), "--dtype", args.dtype]
     proc = subprocess.Popen(
-        [sys.executable, *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, *command[1:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
     )
     servers["vllm_plain"] = (proc, f"http://127.0.0.1:{port}")
     wait_ready(servers["vllm_plain"][1], proc, "vllm_plain")
@@ -434,14 +446,24 @@ def vllm_main(args: argparse.Namespace) -> None:
         try:
             for name, (_, url) in servers.items():  # warm-up: first calls are not measured
                 asyncio.run(
-                    level(url, 1, bodies(args, 2, records, plain_model=name == "vllm_plain"))
+                    level(
+                        url,
+                        1,
+                        bodies(
+                            args, 2, records, plain_model=PLAIN_NAME if name == "vllm_plain" else ""
+                        ),
+                    )
                 )
             for workload, (names, levels) in VLLM_PLAN.items():
                 for clients in levels or counts:
                     count = max(clients * args.requests_per_client, args.min_requests)
                     for name in names:
                         work = bodies(
-                            args, count, records, WORKLOADS[workload], name == "vllm_plain"
+                            args,
+                            count,
+                            records,
+                            WORKLOADS[workload],
+                            PLAIN_NAME if name == "vllm_plain" else "",
                         )
                         got, seconds = asyncio.run(level(servers[name][1], clients, work))
                         row = summary(got, seconds)

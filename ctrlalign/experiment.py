@@ -271,11 +271,13 @@ def run_experiment(
     judges: list[str] | None = None,
     judge_model: str | None = None,
     placement: dict[str, str] | None = None,
+    engine: str | None = None,
 ) -> Path:
     """Run the experiment in ``path`` into ``output``; returns the path of ``report.md``.
 
     ``judges`` and ``judge_model`` replace the file's (the command line's ``--judge``);
-    ``placement`` (device, dtype, attn_implementation) applies to training and evaluation.
+    ``placement`` (device, dtype, attn_implementation) applies to training and evaluation;
+    ``engine`` replaces the file's ``evaluation.engine``.
     """
     output = Path(output)
     spec = load_spec(path, scale)
@@ -285,6 +287,8 @@ def run_experiment(
         spec["judges"] = judges
     if judge_model:
         spec["evaluation"] = {**(spec.get("evaluation") or {}), "judge_model": judge_model}
+    if engine:
+        spec["evaluation"] = {**(spec.get("evaluation") or {}), "engine": engine}
     if placement:  # --device, --dtype, --attn-implementation: for training and evaluation
         spec["train"] = {**(spec.get("train") or {}), **placement}
         spec["evaluation"] = {**(spec.get("evaluation") or {}), **placement}

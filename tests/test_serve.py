@@ -708,3 +708,25 @@ def test_a_second_engine_plugs_into_the_same_service_and_surface():
     finally:
         server.stop()
     assert engine.closed
+
+
+def test_offline_rows_through_an_engine_equal_the_decode_core():
+    """``generate_ids(..., engine=...)`` (how ``--engine vllm`` answers generate, alpha-sweep
+    and evaluate) gives the synchronous driver's ids, dial rows included; a queue of one
+    makes the driver wait for room (``QueueFull``) instead of failing."""
+    from ctrlalign.inference.engine import Engine
+
+    run = meet_run()
+    rows = [
+        alpha_row(p, alpha, "good", "bad", max_new_tokens=12)
+        for p in PROMPTS
+        for alpha in (0.0, 0.5, 1.0)
+    ]
+    config = GenerationConfig(max_new_tokens=12)
+    direct = generate_ids(run.model, run.tokenizer, rows, config)
+    engine = Engine(run.model, run.tokenizer, max_batch_size=4, max_queue=1)
+    try:
+        assert generate_ids(run.model, run.tokenizer, rows, config, engine=engine) == direct
+    finally:
+        engine.close(5)
+    assert engine.stats["requests"] == len(rows)

@@ -189,6 +189,20 @@ def test_lora_preferences_blends_and_the_dial_in_one_batch(lora):
     assert len(list((service.engine.folder / "blends").iterdir())) == 1  # built once
 
 
+def test_offline_generation_answers_through_vllm(lora):
+    """``generate_ids(..., engine=...)``, what ``--engine vllm`` runs for generate,
+    alpha-sweep, controllability and evaluate: the decode core's ids, dial rows included."""
+    run, service, _ = lora
+    rows = [
+        dial_row(run, DialRequest(p, "good", "bad", alpha))
+        for p in PROMPTS
+        for alpha in (0.0, 0.5, 1.0, 1.5)
+    ]
+    config = GenerationConfig(max_new_tokens=TOKENS)
+    direct = generate_ids(run.model, run.tokenizer, rows, config)
+    assert generate_ids(run.model, run.tokenizer, rows, config, engine=service.engine) == direct
+
+
 def test_clm_dial_rows_of_every_alpha_in_one_batch(tmp_path):
     """A CLM run: alpha 1 is the exported aligned model on vLLM; 0, 0.5 and 1.5 need the
     unaligned stream, decoded beside it; all equal the builtin engine."""
@@ -267,10 +281,11 @@ def test_a_client_that_goes_cancels_its_answer(lora):
     long = body(PROMPTS[2], preference="good", max_tokens=64, stream=True)
     with requests.post(url + "/v1/chat/completions", json=long, stream=True, timeout=60) as r:
         next(r.iter_lines())
+    engine = service.engine
     deadline = time.monotonic() + 30
-    while service.engine.active_rows and time.monotonic() < deadline:
+    while (engine.active_rows or engine.queue_length) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert service.engine.active_rows == 0 and service.engine.queue_length == 0
+    assert engine.active_rows == 0 and engine.queue_length == 0
 
 
 def test_export_command_serves_on_vllm(lora, tmp_path):

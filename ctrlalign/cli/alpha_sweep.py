@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ctrlalign.evaluation import sweep
     from ctrlalign.evaluation.judges import reward_scorer
     from ctrlalign.inference.dial import DialRequest, resolve
+    from ctrlalign.inference.serving.engines import offline_engine
     from ctrlalign.model.device import resolve_device
     from ctrlalign.model.rundir import load_run, read_run_info
 
@@ -65,16 +66,18 @@ def run(args: argparse.Namespace) -> int:
     judge = reward_scorer(args.judge, resolve_device(args.device))
     generation = generation_config(args)  # checked before the model loads
     run = load_run(args.run, **placement(args))
-    result = sweep.sweep(
-        run,
-        prompts,
-        args.alphas,
-        generation,
-        preference,
-        args.against,
-        judge,
-        progress=True,
-    )
+    with offline_engine(run, args.run, generation.engine, generation.batch_size) as engine:
+        result = sweep.sweep(
+            run,
+            prompts,
+            args.alphas,
+            generation,
+            preference,
+            args.against,
+            judge,
+            progress=True,
+            engine=engine,
+        )
     if pairs is not None:
         result.margins = sweep.margin_sweep(run, pairs, args.alphas)
     title = f"{args.run}" + (f": {preference} against {args.against}" if args.against else "")

@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         write_controllability,
     )
     from ctrlalign.inference.dial import DialError
+    from ctrlalign.inference.serving.engines import offline_engine
     from ctrlalign.model.rundir import load_run, read_run_info
 
     axes = check_axes(args.axis)
@@ -78,16 +79,18 @@ def run(args: argparse.Namespace) -> int:
         raise DialError(f"--axis controls {missing} are not among the run's {known}")
     generation = generation_config(args)  # checked before the model loads
     run = load_run(args.run, **placement(args))
-    result = evaluate_controllability(
-        run,
-        prompts,
-        axes,
-        args.alphas,
-        generation,
-        args.compose,
-        args.held_out,
-        progress=True,
-    )
+    with offline_engine(run, args.run, generation.engine, generation.batch_size) as engine:
+        result = evaluate_controllability(
+            run,
+            prompts,
+            axes,
+            args.alphas,
+            generation,
+            args.compose,
+            args.held_out,
+            progress=True,
+            engine=engine,
+        )
     for path in write_controllability(result, args.output, args.run):
         print(f"wrote {path}")
     print(report_markdown(result), end="")

@@ -8,6 +8,7 @@ from pathlib import Path
 from ctrlalign.cli.flags import add_device_flags, parse_band, parse_floats, placement
 from ctrlalign.evaluation.judges import judge_usages
 from ctrlalign.evaluation.judges.llm import TASKS
+from ctrlalign.inference.serving.engines import ENGINE_CHOICES
 
 
 def add_eval_flags(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,13 @@ def add_eval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128, help="cap on new tokens")
     parser.add_argument("--batch-size", type=int, default=8, help="rows decoded together")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        default="builtin",
+        help="what decodes the answers: builtin, vllm (vLLM over each run exported to RUN/vllm; "
+        "needs `make serve-env`), auto (vllm on a GPU where it is installed)",
+    )
     parser.add_argument(
         "--rouge",
         action=argparse.BooleanOptionalAction,
@@ -63,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         tie_band=args.tie_band,
         task=args.task,
         judge_model=args.judge_model,
+        engine=args.engine,
         **placement(args),
     )
     report = evaluate(runs, baseline, args.data, args.judge, args.output, options)

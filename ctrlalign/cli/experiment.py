@@ -6,6 +6,7 @@ import argparse
 
 from ctrlalign.cli.flags import add_device_flags, placement
 from ctrlalign.evaluation.judges import judge_usages
+from ctrlalign.inference.serving.engines import ENGINE_CHOICES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"replace the YAML's judges: {judge_usages()} or rm:trained (repeatable)",
     )
     parser.add_argument("--judge-model", help="model name sent to an llm: judge")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINE_CHOICES,
+        help="what decodes the answers (the file's evaluation.engine, default builtin): "
+        "builtin, vllm (needs `make serve-env`), auto",
+    )
     add_device_flags(parser)
     parser.set_defaults(func=run)
 
@@ -33,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         judges=args.judge,
         judge_model=args.judge_model,
         placement=placement(args),
+        engine=args.engine,
     )
     print(f"report written to {report}")
     print(report.read_text())

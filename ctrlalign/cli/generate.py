@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from ctrlalign.data.io import write_jsonl
     from ctrlalign.inference.dial import DialRequest, dial_row, resolve
     from ctrlalign.inference.generation import generate_rows
+    from ctrlalign.inference.serving.engines import offline_engine
     from ctrlalign.model.controls import Blend
     from ctrlalign.model.rundir import load_run, read_run_info
 
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     generation = generation_config(args)  # checked before the model loads
     run = load_run(args.run, **placement(args))
     rows = [dial_row(run, dial) for dial in dials]
-    answers = generate_rows(run.model, run.tokenizer, rows, generation, progress=True)
+    with offline_engine(run, args.run, generation.engine, generation.batch_size) as engine:
+        answers = generate_rows(run.model, run.tokenizer, rows, generation, True, engine)
     dialled = info.get("clm") or any(d.alpha is not None for d in dials)
     out = []
     for dial, answer in zip(dials, answers, strict=True):

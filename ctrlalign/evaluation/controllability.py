@@ -37,6 +37,7 @@ from ctrlalign.evaluation.sweep import prompt_text, summary_csv
 from ctrlalign.evaluation.verdicts import bootstrap_mean
 from ctrlalign.inference.dial import DialError, DialRequest, dial_row
 from ctrlalign.inference.generation import GenerationConfig, generate_rows
+from ctrlalign.inference.jobs import ServingEngine
 from ctrlalign.model.controls import Blend
 from ctrlalign.model.rundir import Run
 
@@ -130,6 +131,7 @@ def evaluate_controllability(
     compose: str = "native",
     held_out: Sequence[str] = (),
     progress: bool = False,
+    engine: ServingEngine | None = None,
 ) -> Controllability:
     """Answer every prompt under every condition (one shared batch stream), measure both
     attributes of every answer and summarise; a bad control or blend fails before any
@@ -141,7 +143,7 @@ def evaluate_controllability(
         for p in prompts
     ]
     rows = [dial_row(run, r) for r in requests]
-    texts = generate_rows(run.model, run.tokenizer, rows, config, progress)
+    texts = generate_rows(run.model, run.tokenizer, rows, config, progress, engine)
     answers = []
     keys = [(c, i, p) for c in conditions for i, p in enumerate(prompts)]
     for (condition, index, prompt), text in zip(keys, texts, strict=True):

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 
 from ctrlalign.data import Record
 from ctrlalign.inference.generation import GenerationConfig, generate
+from ctrlalign.inference.jobs import ServingEngine
+from ctrlalign.inference.serving.engines import offline_engine
 from ctrlalign.model.device import Placement
 from ctrlalign.model.rundir import RUN_FILE, Run, default_preference, load_run, read_run_info
 
@@ -74,6 +76,9 @@ class GenerationSettings:
     device: str = "auto"
     dtype: str = "auto"
     attn_implementation: str = "auto"
+    #: what decodes (``serving.engines``); another engine's answers are cached apart, as
+    #: its kernels may break a near-tie the other way
+    engine: str = "builtin"
 
     def placement(self) -> dict[str, str]:
         return {
@@ -99,6 +104,8 @@ class GenerationStore:
         dtype = Placement.resolve(s.device, s.dtype).dtype
         if dtype != torch.float32:  # fp32 answers keep the signature they always had
             parts.append(str(dtype))
+        if s.engine != "builtin":
+            parts.append(s.engine)
         return _digest(*parts)[:16]
 
     def cached(self, run: RunRef, temperature: float) -> dict[str, str]:
@@ -122,7 +129,12 @@ class GenerationStore:
         return any(prompt_key(record) not in cached for record in records)
 
     def answers(
-        self, run: RunRef, temperature: float, records: Sequence[Record], loaded: Run | None
+        self,
+        run: RunRef,
+        temperature: float,
+        records: Sequence[Record],
+        loaded: Run | None,
+        engine: ServingEngine | None = None,
     ) -> list[str]:
         """Answers for ``records`` in order, generating the batches the cache lacks.
 
@@ -148,7 +160,12 @@ class GenerationStore:
                 batch_size=size,
             )
             texts = generate(
-                loaded.model, loaded.tokenizer, [r.chat for r in batch], run.preference, config
+                loaded.model,
+                loaded.tokenizer,
+                [r.chat for r in batch],
+                run.preference,
+                config,
+                engine=engine,
             )
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a+b") as handle:
@@ -180,10 +197,17 @@ def generate_all(
     answers = {}
     for run in runs:
         needed = any(store.missing(run, t, records) for t in temperatures)
-        loaded = load_run(run.path, **store.settings.placement()) if needed else None
-        if needed:
-            log.info("generating with %s (%d prompts)", run.name, len(records))
-        for temperature in temperatures:
-            answers[run.name, temperature] = store.answers(run, temperature, records, loaded)
+        if not needed:
+            for temperature in temperatures:
+                answers[run.name, temperature] = store.answers(run, temperature, records, None)
+            continue
+        loaded = load_run(run.path, **store.settings.placement())
+        log.info("generating with %s (%d prompts)", run.name, len(records))
+        settings = store.settings
+        with offline_engine(loaded, run.path, settings.engine, settings.batch_size) as engine:
+            for temperature in temperatures:
+                answers[run.name, temperature] = store.answers(
+                    run, temperature, records, loaded, engine
+                )
         del loaded
     return answers

@@ -79,6 +79,8 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "auto"
     attn_implementation: str = "auto"
+    #: what decodes the answers: builtin, vllm or auto (``serving.engines``)
+    engine: str = "builtin"
 
 
 @dataclass
@@ -230,7 +232,13 @@ def run(plan: Plan) -> Path:
     """Generate, judge and write the report; returns the path of ``report.md``."""
     o = plan.options
     settings = GenerationSettings(
-        o.max_new_tokens, o.batch_size, o.seed, o.device, o.dtype, o.attn_implementation
+        o.max_new_tokens,
+        o.batch_size,
+        o.seed,
+        o.device,
+        o.dtype,
+        o.attn_implementation,
+        o.engine,
     )
     store = GenerationStore(plan.output / "generations", settings)
     records = plan.eval_set.records

@@ -25,6 +25,7 @@ from ctrlalign.data.io import write_atomic, write_jsonl
 from ctrlalign.evaluation.report import save_png
 from ctrlalign.inference.dial import DialRequest, dial_row
 from ctrlalign.inference.generation import GenerationConfig, as_messages, generate_rows
+from ctrlalign.inference.jobs import ServingEngine
 from ctrlalign.model.layout import Example, collate, encode
 from ctrlalign.model.logprobs import IGNORE_INDEX, lm_logits
 from ctrlalign.model.rundir import Run
@@ -79,10 +80,12 @@ def sweep(
     against: str | None = None,
     judge=None,
     progress: bool = False,
+    engine: ServingEngine | None = None,
 ) -> Sweep:
-    """Answer every prompt at every alpha (mixed alphas share batches) and summarise."""
+    """Answer every prompt at every alpha (mixed alphas share batches) and summarise;
+    ``engine``: answer through that serving engine (``--engine vllm``)."""
     rows = [dial_row(run, DialRequest(p, preference, against, a)) for a in alphas for p in prompts]
-    texts = generate_rows(run.model, run.tokenizer, rows, config, progress)
+    texts = generate_rows(run.model, run.tokenizer, rows, config, progress, engine)
     keys = [(a, p) for a in alphas for p in prompts]
     scores = None
     if judge is not None:

@@ -5,10 +5,15 @@ the alignment dial per row). ``generate_ids`` keeps up to ``batch_size`` rows in
 one ``DecodeBatch``: a row that stops leaves at once and the next waiting row joins, so a
 long answer does not hold the others' places. It is the step the server's engine runs, so a
 mixed batch gives the tokens each row would get alone, offline and served.
+
+With ``engine`` (a ``jobs.ServingEngine``, e.g. ``--engine vllm``), the same rows are jobs
+of that engine instead, all submitted at once so it batches them as it would a server's.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +21,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.inference.decode import Choice, DecodeBatch, Row, Sampling, Stream, encode_row
+from ctrlalign.inference.jobs import Event, Job, QueueFull, ServingEngine
+from ctrlalign.inference.serving.engines import ENGINE_CHOICES
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import Blend
 from ctrlalign.model.layout import Message
@@ -50,6 +57,15 @@ class GenerationConfig:
     stop_ids: list[int] = field(
         default_factory=list,
         metadata={"help": "token ids that end an answer (default: the model's end tokens)"},
+    )
+    engine: str = field(
+        default="builtin",
+        metadata={
+            "help": "what decodes: builtin (the decode core, in this process), vllm (vLLM's "
+            "engine over the run exported to RUN/vllm; needs `make serve-env`), auto (vllm on "
+            "a GPU where it is installed)",
+            "choices": ENGINE_CHOICES,
+        },
     )
 
     def __post_init__(self) -> None:
@@ -131,16 +147,72 @@ def _choices(
     return out
 
 
+def engine_ids(
+    engine: ServingEngine,
+    model: ControlledLM,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Row],
+    config: GenerationConfig,
+    progress: bool = False,
+) -> list[list[int]]:
+    """``generate_ids`` through a serving engine: row i one job seeded ``seed + i``, its
+    ids read from the finish event's log-probabilities; a full queue waits for an answer."""
+    sampling = config.sampling()
+    done = threading.Condition()
+    events: dict[int, Event] = {}
+    bar = tqdm(total=len(rows), desc="generating", disable=not progress)
+
+    def sink(index: int):
+        def tell(event: Event) -> None:
+            if event.kind in ("finish", "error"):
+                with done:
+                    events[index] = event
+                    bar.update(1)
+                    done.notify()
+
+        return tell
+
+    try:
+        for i, row in enumerate(rows):
+            seed = None if sampling.seed is None else sampling.seed + i
+            job = Job(
+                encode_row(model, tokenizer, row),
+                row.streams,
+                row.weights,
+                row.max_new_tokens or config.max_new_tokens,
+                dataclasses.replace(sampling, seed=seed),
+                logprobs=0,
+            )
+            while True:
+                try:
+                    engine.submit(job, sink(i))
+                    break
+                except QueueFull:
+                    with done:
+                        done.wait(1.0)
+        with done:
+            done.wait_for(lambda: len(events) == len(rows))
+    finally:
+        bar.close()
+    failed = [e for e in events.values() if e.kind == "error"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(rows)} rows failed: {failed[0].error}")
+    return [[token for token, _, _ in events[i].logprobs] for i in range(len(rows))]
+
+
 def generate_ids(
     model: ControlledLM,
     tokenizer: PreTrainedTokenizerBase,
     rows: list[Row],
     config: GenerationConfig | None = None,
     progress: bool = False,
+    engine: ServingEngine | None = None,
 ) -> list[list[int]]:
     """The new token ids of every row, in the order of ``rows``; a row that stopped ends
     with its stop id (so a caller can tell a stop from running out of tokens)."""
     config = config or GenerationConfig()
+    if engine is not None:
+        return engine_ids(engine, model, tokenizer, rows, config, progress)
     model.eval()
     stop_ids = set(config.stop_ids or model.end_ids(tokenizer))
     batch = DecodeBatch(model, tokenizer.pad_token_id, stop_ids)
@@ -182,10 +254,11 @@ def generate_rows(
     rows: list[Row],
     config: GenerationConfig | None = None,
     progress: bool = False,
+    engine: ServingEngine | None = None,
 ) -> list[str]:
     """Decode every row; returns the response texts in the order of ``rows``."""
     config = config or GenerationConfig()
-    ids = generate_ids(model, tokenizer, rows, config, progress)
+    ids = generate_ids(model, tokenizer, rows, config, progress, engine)
     return [decode(tokenizer, row_ids, config) for row_ids in ids]
 
 
@@ -208,6 +281,7 @@ def generate(
     config: GenerationConfig | None = None,
     progress: bool = False,
     compose: str = "native",
+    engine: ServingEngine | None = None,
 ) -> list[str]:
     """Answer each prompt under its preference (one for all, or one per prompt); a
     preference may be a blend ``{name: weight}``, composed natively by the control or, with
@@ -221,4 +295,4 @@ def generate(
         blend = Blend.of(pref) if isinstance(pref, Mapping) else pref
         streams, weights = zip(*blend_streams(blend, compose), strict=True)
         rows.append(Row(as_messages(prompt), streams, weights))
-    return generate_rows(model, tokenizer, rows, config, progress)
+    return generate_rows(model, tokenizer, rows, config, progress, engine)

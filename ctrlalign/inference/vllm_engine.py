@@ -126,6 +126,10 @@ class VllmEngine:
     """``ServingEngine`` over vLLM's ``AsyncLLM``; multi-stream rows go to ``fallback``.
 
     ``export_dir``: where the run is exported for vLLM (made once, reused after).
+    ``max_lora_rank``: vLLM's own, which every LoRA row pays for (its kernels
+    pad each adapter to it); a blend of a larger summed rank is decoded by ``fallback``.
+    Default: the smallest vLLM accepts above the largest preference's rank, so a plain
+    preference costs what it costs on plain vLLM.
     ``engine_args``: vLLM's own ``AsyncEngineArgs`` fields (``tensor_parallel_size``,
     ``max_num_seqs``, ``gpu_memory_utilization``, ``dtype``, ``enforce_eager``, ...).
     """
@@ -136,6 +140,7 @@ class VllmEngine:
         export_dir: str | Path,
         fallback: ServingEngine,
         max_queue: int = 256,
+        max_lora_rank: int | None = None,
         **engine_args: object,
     ):
         self.run = run
@@ -154,6 +159,11 @@ class VllmEngine:
             for i, (pref, entry) in enumerate(self.manifest["preferences"].items())
             if "adapter" in entry
         }
+        self.ranks = {p: self.control.peft.peft_config[p].r for p in self.adapters if self.kind}
+        if self.adapters and not self.ranks:  # DPO's adapter: the LM is the PeftModel
+            self.ranks = {"aligned": model.lm.peft_config["default"].r}
+        largest = max(self.ranks.values(), default=1)
+        self.max_lora_rank = _lora_rank(max(max_lora_rank or 1, largest))
         self._blends: OrderedDict[Blend, LoRARequest] = OrderedDict()
         self._next_lora_id = len(self.adapters) + 1
         self.stats = {"requests": 0, "tokens": 0, "vllm_requests": 0, "fallback_requests": 0}
@@ -172,11 +182,9 @@ class VllmEngine:
     def _engine_args(self, options: dict) -> AsyncEngineArgs:
         args: dict = {"model": str(self.folder / "model"), "seed": 0}
         if self.adapters:
-            ranks = [self.control.peft.peft_config[p].r for p in self.adapters]
-            blended = sum(ranks) if self.kind == "lora" else max(ranks)
             args |= {
                 "enable_lora": True,
-                "max_lora_rank": _lora_rank(blended),
+                "max_lora_rank": self.max_lora_rank,
                 "max_loras": len(self.adapters),
                 "max_cpu_loras": len(self.adapters) + MAX_BLENDS,
             }
@@ -209,10 +217,13 @@ class VllmEngine:
 
     def runs_on_vllm(self, job: Job) -> bool:
         """One stream of weight 1 that the exported model answers: not a CLM run's
-        unaligned stream, not a blend of controls that are not LoRA adapters."""
+        unaligned stream, not a LoRA blend over ``max_lora_rank``."""
         if len(job.streams) != 1 or job.weights != (1.0,):
             return False
         stream = job.streams[0]
+        if isinstance(stream.preference, Blend) and self.kind == "lora":
+            rank = sum(self.ranks[name] for name in stream.preference.names)
+            return rank <= self.max_lora_rank
         return stream.aligned or self.run.model.clm is None
 
     def submit(self, job: Job, sink: Sink) -> Handle:
@@ -336,6 +347,8 @@ class VllmEngine:
         """Every choice of one job as its own vLLM request, concurrently."""
         handle.task = asyncio.current_task()
         try:
+            if handle.cancelled:  # its client left before it started
+                return
             choices = [self._choice(handle, i, prompt, lora) for i in range(handle.job.n)]
             results = await asyncio.gather(*choices, return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]

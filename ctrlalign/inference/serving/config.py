@@ -77,6 +77,12 @@ class ServeConfig:
         "CPU, of the machine's RAM (default: vLLM's 0.92 on GPUs, 0.15 on CPUs)",
     )
     enforce_eager: bool = _option(False, "vllm: no CUDA graphs (less memory, slower decode)")
+    max_lora_rank: int | None = _option(
+        None,
+        "vllm: the LoRA rank every LoRA row pays for; a blend of a larger summed rank is "
+        "decoded by the builtin engine (default: the run's largest rank, rounded up to one "
+        "vLLM accepts)",
+    )
 
     def __post_init__(self) -> None:
         positive = ("max_batch_size", "max_new_tokens", "max_queue", "max_n", "max_body_bytes")
@@ -113,4 +119,4 @@ class ServeConfig:
             "enforce_eager": self.enforce_eager,
         }
         folder = self.vllm_export or Path(run_dir) / "vllm"
-        return {"export_dir": folder, "vllm_args": args}
+        return {"export_dir": folder, "vllm_args": args, "max_lora_rank": self.max_lora_rank}

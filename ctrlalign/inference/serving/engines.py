@@ -7,8 +7,9 @@ is asked for, so the builtin engine needs nothing beyond the project's own depen
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ def vllm_engine(
     on_step: OnStep | None = None,
     export_dir: str | Path | None = None,
     vllm_args: dict[str, object] | None = None,
+    max_lora_rank: int | None = None,
     **options: object,
 ) -> ServingEngine:
     """vLLM for the rows one stream answers, the builtin engine (``options``) beside it
@@ -47,7 +49,8 @@ def vllm_engine(
     dtype = str(next(run.model.parameters()).dtype).removeprefix("torch.")
     args = {"dtype": dtype, "max_num_seqs": options.get("max_batch_size"), **(vllm_args or {})}
     try:
-        return VllmEngine(run, export_dir, fallback, int(options.get("max_queue", 256)), **args)
+        queue = int(options.get("max_queue", 256))
+        return VllmEngine(run, export_dir, fallback, queue, max_lora_rank, **args)
     except BaseException:
         fallback.close(0)
         raise
@@ -68,3 +71,29 @@ def resolve_engine(name: str, device: torch.device) -> str:
     if device.type == "cuda" and importlib.util.find_spec("vllm") is not None:
         return "vllm"
     return "builtin"
+
+
+@contextlib.contextmanager
+def offline_engine(
+    run: Run, run_dir: str | Path, name: str, batch_size: int = 64
+) -> Iterator[ServingEngine | None]:
+    """The engine offline generation (generate, alpha-sweep, evaluate, ...) answers
+    through: None for the builtin one (``generation.generate_ids`` drives the decode core
+    itself, no thread needed), else that engine over the run, closed at the end."""
+    device = next(run.model.parameters()).device
+    name = resolve_engine(name, device)
+    if name == "builtin":
+        yield None
+        return
+    memory = 0.15 if device.type == "cpu" else None  # on a CPU: of the machine's RAM
+    engine = ENGINES[name](
+        run,
+        None,
+        max_batch_size=batch_size,
+        export_dir=Path(run_dir) / "vllm",
+        vllm_args={"gpu_memory_utilization": memory},
+    )
+    try:
+        yield engine
+    finally:
+        engine.close()
