@@ -373,7 +373,8 @@ def start_vllm_servers(args: argparse.Namespace, run_dir: Path) -> dict:
     """ctrlalign on vLLM first (it exports the run), then plain vLLM on that export, then
     the builtin engine."""
     import json
-    import shlex
+
+    from ctrlalign.inference.export import command_parts
 
     servers = {}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -386,13 +387,14 @@ def start_vllm_servers(args: argparse.Namespace, run_dir: Path) -> dict:
         wait_ready(servers[name][1], proc, name)
     manifest = json.loads((run_dir / "vllm" / "export.json").read_text())
     port = 18700 + os.getpid() % 200
-    command = shlex.split(manifest["vllm"]) + ["--port", str(port), "--max-num-seqs", "64"]
+    extra_env, command = command_parts(manifest["vllm"])
+    command += ["--port", str(port), "--max-num-seqs", "64"]
     command += ["--gpu-memory-utilization", str(args.memory), "--dtype", args.dtype]
     proc = subprocess.Popen(
         [sys.executable, *command[1:]],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env={**env, **extra_env},
     )
     servers["vllm_plain"] = (proc, f"http://127.0.0.1:{port}")
     wait_ready(servers["vllm_plain"][1], proc, "vllm_plain")

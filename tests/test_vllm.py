@@ -35,7 +35,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ctrlalign.inference.dial import DialRequest, dial_row
 from ctrlalign.inference.engine import Engine
-from ctrlalign.inference.export import export_run
+from ctrlalign.inference.export import command_parts, export_run
 from ctrlalign.inference.generation import GenerationConfig, Row, generate_ids
 from ctrlalign.inference.serving.app import build_app
 from ctrlalign.inference.serving.protocol import ChatCompletionRequest
@@ -295,10 +295,7 @@ def test_export_command_serves_on_vllm(lora, tmp_path):
     run, _, _ = lora
     manifest = export_run(run, tmp_path / "export", name="test-run")
     port = 18000 + os.getpid() % 1000
-    words = manifest["vllm"].split()
-    start = words.index("python")
-    env = dict(w.split("=", 1) for w in words[:start])  # the shell's VAR=value prefix
-    command = words[start:]
+    env, command = command_parts(manifest["vllm"])
     assert env == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
     assert command[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
     # fp32 like the reference (vLLM's CPU build serves an fp32 checkpoint in bf16 by default)

@@ -93,6 +93,13 @@ def vllm_command(out: Path, name: str, adapters: dict[str, int], prompt_embeds: 
     return " ".join([*env, shlex.join(parts)])
 
 
+def command_parts(line: str) -> tuple[dict[str, str], list[str]]:
+    """``vllm_command``'s line as (environment, argv), to run it without a shell."""
+    words = shlex.split(line)
+    start = next(i for i, word in enumerate(words) if "=" not in word)
+    return dict(word.split("=", 1) for word in words[:start]), words[start:]
+
+
 def export_run(run: Run, output: str | Path, name: str | None = None) -> dict:
     """Write ``run`` to ``output`` (which must not exist yet); returns the manifest."""
     out = Path(output).resolve()
