@@ -38,6 +38,7 @@ from ctrlalign.inference.engine import Engine
 from ctrlalign.inference.export import command_parts, export_run
 from ctrlalign.inference.generation import GenerationConfig, Row, generate_ids
 from ctrlalign.inference.serving.app import build_app
+from ctrlalign.inference.serving.engines import offline_engine
 from ctrlalign.inference.serving.protocol import ChatCompletionRequest
 from ctrlalign.inference.serving.server import ServerThread
 from ctrlalign.inference.serving.service import Service
@@ -204,18 +205,21 @@ def test_offline_generation_answers_through_vllm(lora):
 
 
 def test_clm_dial_rows_of_every_alpha_in_one_batch(tmp_path):
-    """A CLM run: alpha 1 is the exported aligned model on vLLM; 0, 0.5 and 1.5 need the
+    """A CLM run through ``offline_engine`` (what ``--engine vllm`` opens for generate and
+    evaluate): alpha 1 is the exported aligned model on vLLM; 0, 0.5 and 1.5 need the
     unaligned stream, decoded beside it; all equal the builtin engine."""
     run = clm_run()
-    service = vllm_service(run, tmp_path / "vllm")
-    try:
-        bodies = [body(p, alpha=alpha) for p in PROMPTS[:2] for alpha in (0, 0.5, 1, 1.5)]
-        got = engine_ids(service, bodies)
-        assert got == builtin_ids(run, bodies)
-        assert service.engine.stats["vllm_requests"] == 2
-        assert len({tuple(ids) for ids in got[:4]}) == 4  # the dial moves the answer
-    finally:
-        service.close(10)
+    rows = [
+        dial_row(run, DialRequest(p, None, None, alpha))
+        for p in PROMPTS[:2]
+        for alpha in (0, 0.5, 1, 1.5)
+    ]
+    config = GenerationConfig(max_new_tokens=TOKENS)
+    with offline_engine(run, tmp_path, "vllm", batch_size=16) as engine:
+        got = generate_ids(run.model, run.tokenizer, rows, config, engine=engine)
+        assert engine.stats["vllm_requests"] == 2
+    assert got == generate_ids(run.model, run.tokenizer, rows, config)
+    assert len({tuple(ids) for ids in got[:4]}) == 4  # the dial moves the answer
 
 
 def test_the_openai_surface_on_vllm(lora):
