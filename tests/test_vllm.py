@@ -215,7 +215,7 @@ def test_clm_dial_rows_of_every_alpha_in_one_batch(tmp_path):
         for alpha in (0, 0.5, 1, 1.5)
     ]
     config = GenerationConfig(max_new_tokens=TOKENS)
-    with offline_engine(run, tmp_path, "vllm", batch_size=16) as engine:
+    with offline_engine(run, tmp_path, "vllm", batch_size=16, memory=MEMORY) as engine:
         got = generate_ids(run.model, run.tokenizer, rows, config, engine=engine)
         assert engine.stats["vllm_requests"] == 2
     assert got == generate_ids(run.model, run.tokenizer, rows, config)

@@ -75,17 +75,24 @@ def resolve_engine(name: str, device: torch.device) -> str:
 
 @contextlib.contextmanager
 def offline_engine(
-    run: Run, run_dir: str | Path, name: str, batch_size: int = 64
+    run: Run,
+    run_dir: str | Path,
+    name: str,
+    batch_size: int = 64,
+    memory: float | None = None,
 ) -> Iterator[ServingEngine | None]:
     """The engine offline generation (generate, alpha-sweep, evaluate, ...) answers
     through: None for the builtin one (``generation.generate_ids`` drives the decode core
-    itself, no thread needed), else that engine over the run, closed at the end."""
+    itself, no thread needed), else that engine over the run, closed at the end.
+    ``memory``: vLLM's ``gpu_memory_utilization`` (default: vLLM's on a GPU, 0.15 of the
+    RAM on a CPU)."""
     device = next(run.model.parameters()).device
     name = resolve_engine(name, device)
     if name == "builtin":
         yield None
         return
-    memory = 0.15 if device.type == "cpu" else None  # on a CPU: of the machine's RAM
+    if memory is None and device.type == "cpu":
+        memory = 0.15  # on a CPU: of the machine's RAM
     engine = ENGINES[name](
         run,
         None,
