@@ -30,13 +30,17 @@ def _scaling(config: dict) -> float:
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
-def _adapter(export: Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
-    folder = export / "adapters" / name
-    if not (folder / "adapter_config.json").is_file():
+def _config(export: Path, name: str) -> dict:
+    path = export / "adapters" / name / "adapter_config.json"
+    if not path.is_file():
         known = sorted(p.name for p in (export / "adapters").iterdir())
         raise ValueError(f"{export} has no LoRA preference {name!r}; it has {known}")
-    config = json.loads((folder / "adapter_config.json").read_text())
-    return load_file(str(folder / "adapter_model.safetensors")), config
+    return json.loads(path.read_text())
+
+
+def _adapter(export: Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    config = _config(export, name)
+    return load_file(str(export / "adapters" / name / "adapter_model.safetensors")), config
 
 
 def blend_key(blend: Blend) -> str:
@@ -44,8 +48,8 @@ def blend_key(blend: Blend) -> str:
 
 
 def blend_rank(export: Path, blend: Blend) -> int:
-    """The blended adapter's rank: the sum of its parts'."""
-    return sum(_adapter(export, name)[1]["r"] for name in blend.names)
+    """The blended adapter's rank: the sum of its parts' (read from their configs only)."""
+    return sum(_config(export, name)["r"] for name in blend.names)
 
 
 def blend_adapter(export: str | Path, blend: Blend) -> Path:

@@ -172,14 +172,18 @@ class VllmEngine:
     def alive(self) -> bool:
         return not self.llm.errored and self._thread.is_alive() and self.fallback.alive
 
+    def _handles(self) -> list[_Handle]:
+        with self._lock:  # another thread may be adding or removing one
+            return list(self._live.values())
+
     @property
     def queue_length(self) -> int:
-        waiting = sum(h.first_token is None for h in list(self._live.values()))
+        waiting = sum(h.first_token is None for h in self._handles())
         return waiting + self.fallback.queue_length
 
     @property
     def active_rows(self) -> int:
-        running = [h for h in list(self._live.values()) if h.first_token is not None]
+        running = [h for h in self._handles() if h.first_token is not None]
         return sum(h.job.n - h.finished for h in running) + self.fallback.active_rows
 
     def runs_on_vllm(self, job: Job) -> bool:
@@ -225,7 +229,7 @@ class VllmEngine:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self._live and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.05)
-        for handle in list(self._live.values()):
+        for handle in self._handles():
             handle.cancel()
         self.fallback.close(timeout)
         self._call(self._stop())
