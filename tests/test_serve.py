@@ -595,8 +595,14 @@ def test_cli_serves_a_run_directory_and_drains_on_sigterm(endless_server, tmp_pa
     run, _, _ = endless_server
     save_run(tmp_path / "run", run.model, run.tokenizer, run.info, {}, save_lm=True)
     cmd = [sys.executable, "-m", "ctrlalign.cli", "serve", "--run", str(tmp_path / "run")]
-    bad = subprocess.run([*cmd, "--max-batch-size", "0"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--max-batch-size" in bad.stderr
+    for flag, value in (
+        ("--max-batch-size", "0"),
+        ("--tensor-parallel-size", "0"),
+        ("--gpu-memory-utilization", "1.5"),
+        ("--engine", "tgi"),
+    ):
+        bad = subprocess.run([*cmd, flag, value], capture_output=True, text=True)
+        assert bad.returncode == 2 and flag in bad.stderr, (flag, bad.stderr)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [*cmd, "--port", "0", "--max-new-tokens", str(CAP)],

@@ -31,7 +31,7 @@ import psutil
 import requests
 import torch
 from conftest import big_init
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from ctrlalign.inference.dial import DialRequest, dial_row
 from ctrlalign.inference.engine import Engine
@@ -46,7 +46,7 @@ from ctrlalign.inference.vllm_engine import VllmEngine
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.controls import build_control
 from ctrlalign.model.identity_layer import insert_identity_layer
-from ctrlalign.model.loading import load_tokenizer
+from ctrlalign.model.loading import load_tokenizer, tiny_model
 from ctrlalign.model.rundir import Run
 
 pytestmark = pytest.mark.vllm
@@ -60,21 +60,8 @@ MEMORY = 0.05
 
 def vllm_tiny() -> tuple[LlamaForCausalLM, object]:
     tok = load_tokenizer("smollm2")
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    return big_init(LlamaForCausalLM(config)), tok
+    heads = {"num_attention_heads": 2, "num_key_value_heads": 1}  # 128 / 2: 64 wide
+    return big_init(tiny_model(tok, hidden_size=128, intermediate_size=256, **heads)), tok
 
 
 def meet_run(kind: str) -> Run:

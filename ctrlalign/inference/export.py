@@ -62,6 +62,11 @@ def _save_adapter(peft: PeftModel, name: str, target: Path, model_dir: Path) -> 
     shutil.rmtree(staging, ignore_errors=True)  # PEFT's README beside a named adapter
 
 
+def vllm_lora_rank(rank: int) -> int | None:
+    """The smallest ``--max-lora-rank`` vLLM accepts that holds ``rank`` (None: none does)."""
+    return next((r for r in VLLM_LORA_RANKS if r >= rank), None)
+
+
 def run_fingerprint(run: Run) -> str:
     """What identifies a run's weights and settings without reading its folder: its
     ``run.yaml`` and every parameter's sum (one reduction each, on the model's device), so
@@ -86,8 +91,7 @@ def vllm_command(out: Path, name: str, adapters: dict[str, int], prompt_embeds: 
         parts.append("--enable-prompt-embeds")
     if adapters:
         rank = max(adapters.values())
-        allowed = [r for r in VLLM_LORA_RANKS if r >= rank] or [rank]
-        parts += ["--enable-lora", "--max-lora-rank", str(allowed[0])]
+        parts += ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(rank) or rank)]
         parts += ["--max-loras", str(len(adapters)), "--lora-modules"]
         parts += [f"{name}:{pref}={out / 'adapters' / pref}" for pref in adapters]
     return " ".join([*env, shlex.join(parts)])

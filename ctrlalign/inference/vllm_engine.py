@@ -41,7 +41,12 @@ from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
 from ctrlalign.inference.decode import TokenLogprob
-from ctrlalign.inference.export import VLLM_LORA_RANKS, export_run, run_fingerprint
+from ctrlalign.inference.export import (
+    VLLM_LORA_RANKS,
+    export_run,
+    run_fingerprint,
+    vllm_lora_rank,
+)
 from ctrlalign.inference.jobs import (
     AnswerText,
     EngineClosed,
@@ -82,11 +87,10 @@ def vllm_export(run: Run, folder: Path) -> dict:
 
 
 def _lora_rank(rank: int) -> int:
-    """The smallest rank vLLM accepts for ``--max-lora-rank`` that holds ``rank``."""
-    allowed = [r for r in VLLM_LORA_RANKS if r >= rank]
-    if not allowed:
+    allowed = vllm_lora_rank(rank)
+    if allowed is None:
         raise ValueError(f"a LoRA of rank {rank} is over vLLM's largest, {VLLM_LORA_RANKS[-1]}")
-    return allowed[0]
+    return allowed
 
 
 class VllmEngine:

@@ -89,20 +89,26 @@ def load_tokenizer(spec: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
     return tok
 
 
-def tiny_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
-    """Two layers of width 64 over the real vocabulary: seconds to train, same code paths."""
+def tiny_model(
+    tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides: int
+) -> PreTrainedModel:
+    """Two layers of width 64 over the real vocabulary: seconds to train, same code paths.
+    ``overrides``: ``LlamaConfig`` fields (vLLM's CPU attention needs heads 64 wide)."""
+    shape = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    }
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=1024,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **(shape | overrides),
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config)
