@@ -69,26 +69,27 @@ lint: $(STAMP)
 # Every figure docs/benchmarks.md quotes, by the commands recorded in each results file;
 # several hours on 2 cores, run alone on a quiet machine. The bf16 rows need a CPU with
 # native bf16 units (the results record the CPU); ab_commits.sh is run by hand with refs.
+# Every figure docs/benchmarks.md quotes, most quoted first (about 2 hours alone on 2 cores).
 bench: $(STAMP)
-	$(PY) bench/train_throughput.py --batch 8 --steps 4 --rounds 3 --threads 1 \
+	$(PY) bench/train_throughput.py --batch 8 --steps 4 --rounds 2 --threads 1 \
 	  --only trl-sft trl-sft-padfree lora-step2-packed soft-prompt-step2-packed \
 	  --output bench/results/train_throughput_b8.json
-	$(PY) bench/train_throughput.py --batch 16 --accumulation 2 --steps 3 --rounds 3 --threads 2 \
-	  --levels 8 --only trl-sft-padfree lora-step2 lora-step2-packed lora-step2-packed-ckpt \
-	  soft-prompt-step2-packed --output bench/results/train_throughput_b16_k8.json
 	$(PY) bench/train_throughput.py --batch 8 --steps 4 --rounds 2 --threads 1 --dtype bfloat16 \
 	  --only trl-sft-padfree lora-step2-packed soft-prompt-step2-packed \
 	  --output bench/results/train_throughput_b8_bf16.json
-	$(PY) bench/matmul_floor.py --repeats 3 --against bench/results/train_throughput_b8.json \
-	  bench/results/train_throughput_b16_k8.json bench/results/train_throughput_b8_bf16.json
-	$(PY) bench/dpo_throughput.py --threads 2
-	$(PY) bench/alpha_generation.py --threads 1 --repeats 5
+	$(PY) bench/dpo_throughput.py --threads 2 --rounds 2 --dtype bfloat16
 	$(PY) bench/serve_throughput.py
 	$(PY) bench/serve_throughput.py --control soft-prompt --output bench/results/serve_throughput_soft_prompt.json
 	$(PY) bench/serve_load.py
+	$(PY) bench/alpha_generation.py --threads 1 --repeats 5
+	$(PY) bench/lora_mix_cli.py --rounds 3
 	$(PY) bench/lora_mix.py
 	$(PY) bench/lora_mix.py --parts padded --rounds 2 --output bench/results/lora_mix_padded.json
-	$(PY) bench/lora_mix_cli.py --rounds 3
+	$(PY) bench/train_throughput.py --batch 16 --accumulation 2 --steps 3 --rounds 2 --threads 2 \
+	  --levels 8 --only trl-sft-padfree lora-step2 lora-step2-packed lora-step2-packed-ckpt \
+	  soft-prompt-step2-packed --output bench/results/train_throughput_b16_k8.json
+	$(PY) bench/matmul_floor.py --repeats 3 --against bench/results/train_throughput_b8.json \
+	  bench/results/train_throughput_b16_k8.json bench/results/train_throughput_b8_bf16.json
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(VLLM_VENV)

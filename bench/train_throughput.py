@@ -33,11 +33,13 @@ examples into N micro-batches (TRL the same way). Every configuration's last rou
 more step under ``torch.profiler`` and records its top operators (``profile``), which the
 timed steps do not include.
 
-Every configuration runs ``--rounds`` times, interleaved, and keeps its fastest round: on a
-shared machine other jobs only ever slow a run down. Each trainer reads the batches in dataset
-order (``train_sampling_strategy="sequential"``), so step k sees the same examples in every
-configuration. Throughput counts the real (non-pad) tokens of each optimizer step over the
-timed steps (after the warm-up steps), plus the response tokens (those carrying loss).
+Every configuration runs ``--rounds`` times, interleaved, and keeps its fastest quiet round:
+on a shared machine other jobs only ever slow a run down, and a round during which they took
+more than ``--reject-above`` of the CPUs is run again (``common.Quiet``). Each trainer reads
+the batches in dataset order (``train_sampling_strategy="sequential"``), so step k sees the
+same examples in every configuration. Throughput counts the real (non-pad) tokens of each
+optimizer step over the timed steps (after the warm-up steps), plus the response tokens (those
+carrying loss).
 Memory is the peak RSS sampled during the step loop minus the RSS just before it (see
 ``bench/common.py``). Results go to ``bench/results/train_throughput.json``. On a machine
 shared with other jobs, run it as ``nice -n -10 .venv/bin/python bench/train_throughput.py``
@@ -60,7 +62,9 @@ from common import (
     REPO,
     ProfileStep,
     StepMeter,
+    add_quiet_arguments,
     instrument,
+    quiet_from,
     require_file,
     run_header,
     run_rounds,
@@ -134,14 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run every configuration this many times, interleaved, and keep each one's "
         "fastest round (a shared machine only ever slows a run down)",
     )
-    p.add_argument(
-        "--quiet-threshold",
-        type=float,
-        default=0.25,
-        help="before each configuration, wait until other processes use less than this "
-        "share of the CPUs ...",
-    )
-    p.add_argument("--max-quiet-wait", type=float, default=30.0, help="... for at most this (s)")
+    add_quiet_arguments(p, wait_below=0.25)
     p.add_argument("--report", type=Path, help="print the tables of a results file and exit")
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
@@ -524,7 +521,7 @@ def main() -> None:
         args.only or WORKERS,
         [*passed, "--accumulation", str(args.accumulation), "--levels", str(args.levels)],
         args.rounds,
-        (args.quiet_threshold, args.max_quiet_wait),
+        quiet_from(args),
         last_round_argv=["--profile"],
     )
     results = {
@@ -542,7 +539,8 @@ def main() -> None:
             "timed_steps": args.steps,
             "torch_threads": args.threads,
             "rounds": args.rounds,
-            "round_kept": "the fastest (highest tokens/s) of each configuration's rounds",
+            "round_kept": "the fastest (highest tokens/s) of each configuration's quiet rounds",
+            "quiet": quiet_from(args).settings(),
             "dtype": args.dtype,
             "soft_prompt_length": args.soft_prompt_length,
             "lora_rank": args.lora_rank,
