@@ -44,7 +44,7 @@ from ctrlalign.evaluation.controllability import (
     evaluate_controllability,
     write_controllability,
 )
-from ctrlalign.evaluation.eval_data import load_eval_set
+from ctrlalign.evaluation.eval_data import load_eval_set, prompts_trained_on
 from ctrlalign.evaluation.judges import (
     JudgeOptions,
     build_judge,
@@ -252,11 +252,23 @@ def resolve_judges(entries: list, output: Path) -> tuple[list[str], list[str]]:
     return specs, notes
 
 
-def _check_before_training(spec: dict, judges: list[str], output: Path, options) -> None:
-    """Fail on bad evaluation data or judges now, not after an hour of training."""
-    eval_set = load_eval_set(spec["data"]["eval"], options.max_examples)
+def _check_before_training(
+    spec: dict, judges: list[str], output: Path, options, configs: dict[str, TrainConfig]
+) -> None:
+    """Fail on bad evaluation data or judges now, not after an hour of training: a missing
+    file, prompts without the references ROUGE needs, or (``leave_out_trained`` off) a
+    prompt some run will train on."""
+    data = spec["data"]["eval"]
+    splits = [(c.data, c.eval_fraction, c.seed) for c in configs.values()]
+    exclude, _ = prompts_trained_on(splits)
+    refuse = not options.leave_out_trained
+    eval_set = load_eval_set(data, options.max_examples, exclude, refuse_overlap=refuse)
     if options.rouge and not eval_set.has_references:
-        raise EvaluationSetupError(f"ROUGE asked for, but {eval_set.spec} has no references")
+        missing = sum(not r.reference for r in eval_set.records)
+        raise EvaluationSetupError(
+            f"{data}: ROUGE asked for, but {missing} of its {len(eval_set.records)} evaluation "
+            "prompts have no reference"
+        )
     task = options.task or ("summary" if eval_set.has_references else "dialogue")
     trained_rm = f"rm:{output / RM_FOLDER}"
     for judge in judges:
@@ -272,12 +284,14 @@ def run_experiment(
     judge_model: str | None = None,
     placement: dict[str, str] | None = None,
     engine: str | None = None,
+    eval_data: str | None = None,
 ) -> Path:
     """Run the experiment in ``path`` into ``output``; returns the path of ``report.md``.
 
     ``judges`` and ``judge_model`` replace the file's (the command line's ``--judge``);
     ``placement`` (device, dtype, attn_implementation) applies to training and evaluation;
-    ``engine`` replaces the file's ``evaluation.engine``.
+    ``engine`` replaces the file's ``evaluation.engine``; ``eval_data`` (KIND:PATH) replaces
+    ``data.eval`` with prompts that must all be new to the runs (an overlap is an error).
     """
     output = Path(output)
     spec = load_spec(path, scale)
@@ -289,6 +303,9 @@ def run_experiment(
         spec["evaluation"] = {**(spec.get("evaluation") or {}), "judge_model": judge_model}
     if engine:
         spec["evaluation"] = {**(spec.get("evaluation") or {}), "engine": engine}
+    if eval_data:
+        spec["data"] = {**spec["data"], "eval": eval_data}
+        spec["evaluation"] = {**(spec.get("evaluation") or {}), "leave_out_trained": False}
     if placement:  # --device, --dtype, --attn-implementation: for training and evaluation
         spec["train"] = {**(spec.get("train") or {}), **placement}
         spec["evaluation"] = {**(spec.get("evaluation") or {}), **placement}
@@ -300,7 +317,7 @@ def run_experiment(
     if uses_trained_rm:
         rm_config.validate()
         _check_done_judge(rm_config, output)
-    _check_before_training(spec, judge_specs, output, options)
+    _check_before_training(spec, judge_specs, output, options, configs)
     done = {name: _check_done_run(name, config) for name, config in configs.items()}
 
     with output_lock(output):

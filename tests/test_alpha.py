@@ -8,6 +8,7 @@ import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from ctrlalign.cli import main
+from ctrlalign.evaluation import sweep
 from ctrlalign.evaluation.judges import JUDGES
 from ctrlalign.evaluation.sweep import distinct_n
 from ctrlalign.inference.generation import GenerationConfig, alpha_row, generate, generate_rows
@@ -219,3 +220,117 @@ def test_distinct_n_by_hand():
     assert distinct_n(texts, 1) == pytest.approx(4 / 6)
     assert distinct_n(texts, 2) == pytest.approx(3 / 4)
     assert distinct_n([""], 2) == 0.0
+
+
+def test_reference_summary_is_rouge_l_and_words_per_alpha_by_hand():
+    """ROUGE-L per alpha is the mean of rouge_score's per-post F1 (in %), its paired
+    difference against the first alpha is the mean of the per-post differences, and words
+    are whitespace words; each point's interval holds its mean."""
+    from rouge_score import rouge_scorer
+
+    references = ["the cat sat on the mat", "dogs bark at night", "rain falls in spring"]
+    answers = [
+        ["a cat sat", "dogs bark", "it rains"],
+        ["the cat sat on a mat today", "dogs bark loudly at night", "rain falls in the spring"],
+    ]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    each = [
+        [
+            100 * scorer.score(r, a)["rougeL"].fmeasure
+            for a, r in zip(texts, references, strict=True)
+        ]
+        for texts in answers
+    ]
+    rows = sweep.reference_summary(answers, references, n_boot=200)
+    for row, values, texts in zip(rows, each, answers, strict=True):
+        assert row["rouge_l"] == pytest.approx(sum(values) / 3, abs=5e-4)
+        assert row["rouge_l_low"] <= row["rouge_l"] <= row["rouge_l_high"]
+        assert row["words"] == pytest.approx(sum(len(t.split()) for t in texts) / 3, abs=5e-4)
+        assert row["words_low"] <= row["words"] <= row["words_high"]
+    assert rows[0]["rouge_l_vs_first"] == rows[0]["vs_first_low"] == 0.0
+    diff = sum(b - a for a, b in zip(*each, strict=True)) / 3
+    assert rows[1]["rouge_l_vs_first"] == pytest.approx(diff, abs=5e-4) and diff > 0
+
+
+def test_trends_are_spearman_rank_correlations_with_alpha():
+    """rho = 1 - 6 sum(d^2) / (n (n^2 - 1)) without ties: 1 for a rising measure, -1 for a
+    falling one, 1 - 6 * 2 / 120 = 0.9 for one pair swapped; a measure at fewer than three
+    alphas (here the score, never measured) has no row."""
+    alphas = [0.0, 0.5, 1.0, 1.5, 2.0]
+    summary = [
+        {"alpha": a, "mean_tokens": 10 - a, "mean_score": None, "rouge_l": r, "words": w}
+        for a, r, w in zip(alphas, [1, 2, 3, 4, 5], [3, 2, 4, 5, 6], strict=True)
+    ]
+    margins = [{"alpha": a, "margin": a**2} for a in alphas]
+    result = sweep.Sweep([], summary, margins=margins, has_references=True)
+    trends = {row["measure"]: row for row in result.trends()}
+    assert set(trends) == {"mean_tokens", "rouge_l", "words", "margin"}
+    assert trends["mean_tokens"]["spearman_rho"] == -1.0
+    assert trends["rouge_l"]["spearman_rho"] == trends["margin"]["spearman_rho"] == 1.0
+    assert trends["words"]["spearman_rho"] == pytest.approx(0.9)
+    assert all(row["alphas"] == 5 for row in trends.values())
+
+
+def test_alpha_sweep_scores_prompts_with_references(runs, tmp_path, capsys):
+    """A --prompts file whose rows carry references (an experiment's eval_prompts.jsonl)
+    adds ROUGE-L and words per alpha and trends.csv; a row without one is refused before any
+    answer, naming the file and the prompt."""
+    rows = [
+        {"prompt": [{"role": "user", "content": PROMPTS[0]}], "reference": "four"},
+        {"prompt": PROMPTS[1], "reference": "hello there"},
+    ]
+    prompts = tmp_path / "eval_prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sweep"
+    argv = ["alpha-sweep", "--run", str(runs / "clm"), "--alphas", "0,0.5,1", "--max-new-tokens"]
+    assert main([*argv, "3", "--prompts", str(prompts), "--output", str(out)]) == 0
+    with open(out / "sweep.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [float(r["alpha"]) for r in table] == [0, 0.5, 1]
+    for r in table:
+        assert float(r["rouge_l_low"]) <= float(r["rouge_l"]) <= float(r["rouge_l_high"])
+    assert float(table[0]["rouge_l_vs_first"]) == 0.0
+    with open(out / "trends.csv") as fh:
+        measures = {r["measure"] for r in csv.DictReader(fh)}
+    assert {"rouge_l", "words", "mean_tokens"} <= measures
+    rows[1].pop("reference")
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    refused = tmp_path / "refused"
+    assert main([*argv, "3", "--prompts", str(prompts), "--output", str(refused)]) == 2
+    err = capsys.readouterr().err
+    assert f"--prompts {prompts}: 1 of 2 prompts have no 'reference'" in err
+    assert "prompt 2" in err and not refused.exists()
+
+
+def test_a_killed_alpha_sweep_resumes_with_the_blocks_it_lacks(runs, tmp_path, monkeypatch):
+    """Answers are kept block by block (4 batches of 2 rows here): a sweep killed in its
+    second block answers, when rerun, only the blocks it lacks, and ends with the answers of
+    an uninterrupted sweep (sampled, so the per-block seeds matter). Answers kept under
+    other settings are not reused."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Count to {i}."}) + "\n" for i in range(6)))
+    argv = ["alpha-sweep", "--run", str(runs / "clm"), "--alphas", "0,0.5,1.5", "--prompts"]
+    argv += [str(prompts), "--max-new-tokens", "3", "--batch-size", "2", "--temperature", "1"]
+    whole = tmp_path / "whole"
+    assert main([*argv, "--output", str(whole)]) == 0
+    calls, real = [], sweep.generate_rows
+
+    def counted(model, tokenizer, rows, *args):
+        calls.append(len(rows))
+        if len(calls) == 2 and kill:
+            raise KeyboardInterrupt
+        return real(model, tokenizer, rows, *args)
+
+    monkeypatch.setattr(sweep, "generate_rows", counted)
+    out, kill = tmp_path / "out", True
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--output", str(out)])
+    assert calls == [8, 8] and not (out / "sweep.csv").exists()
+    calls.clear()
+    kill = False
+    assert main([*argv, "--output", str(out)]) == 0
+    assert calls == [8, 2]  # 18 rows: blocks of 8, 8 and 2; the first was kept
+    assert (out / "answers.jsonl").read_text() == (whole / "answers.jsonl").read_text()
+    calls.clear()
+    assert main([*argv[:-1], "0.5", "--output", str(out)]) == 0  # another temperature
+    assert calls == [8, 8, 2]

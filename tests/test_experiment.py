@@ -7,6 +7,8 @@ what it trains and generates, so "not recomputed" is asserted, not assumed.
 from __future__ import annotations
 
 import csv
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,14 @@ def test_killed_experiment_resumes_without_redoing_finished_cells(tmp_path, monk
     assert (fourth.trained, fourth.generated, fourth.scored) == ([], [], [])
     assert all(r["n"] == "2" for r in csv.DictReader((out / "winrates.csv").open()))
 
+    # 5. --eval-data: the same table on another file of prompts (here three of the four)
+    other = write_eval_prompts(tmp_path / "other.jsonl", n=3)
+    report = run_experiment(spec, out, eval_data=other).read_text()
+    assert f"evaluation data: `{other}`, 3 prompts;" in report
+    answered = [json.loads(line) for line in (out / "eval_prompts.jsonl").read_text().splitlines()]
+    assert [row["source"] for row in answered] == [f"other.jsonl:{i}" for i in (1, 2, 3)]
+    assert all(row["reference"] for row in answered)
+
     # A done run is never reused under other settings.
     changed = write_spec(
         tmp_path,
@@ -156,7 +166,7 @@ def test_killed_experiment_resumes_without_redoing_finished_cells(tmp_path, monk
         ({"methods": {"coh": {"method": "coh", "lora_rnk": 2}}}, None, "unknown keys"),
         ({"baseline": "dpo"}, None, "not among `methods`"),
         ({"judges": ["bleu:x"]}, None, "expected rm:"),
-        ({"evaluation": {"rouge": True}, "data": None}, None, "no references"),
+        ({"evaluation": {"rouge": True}, "data": None}, None, "have no reference"),
         ({}, "huge", "no scale 'huge'"),
         ({"scales": {"part": {"only": ["coh", "lorax"]}}}, "part", "unknown methods .*lorax"),
         ({"scales": {"part": {"only": ["lora"]}}}, "part", "must keep the baseline 'coh'"),
@@ -172,6 +182,31 @@ def test_bad_experiments_fail_before_any_work(tmp_path, monkeypatch, changes, sc
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=message):
         run_experiment(write_spec(tmp_path, **changes), out, scale=scale)
+    assert counters.trained == [] and not out.exists()
+
+
+@pytest.mark.parametrize("problem", ["missing", "no references", "training prompts"])
+def test_eval_data_is_checked_before_any_training(tmp_path, monkeypatch, problem):
+    """--eval-data names prompts no run may have trained on: a missing file, one without
+    the references ROUGE needs, or one holding training prompts fails before any work,
+    naming the file and the problem."""
+    spec = write_spec(tmp_path, evaluation={"rouge": True, "max_new_tokens": 4})
+    path = tmp_path / "posts.jsonl"
+    if problem == "no references":
+        write_eval_prompts(path, references=False)
+        message = f"prompts:{path}: ROUGE asked for, but 4 of its 4 evaluation prompts have no"
+    elif problem == "training prompts":  # 16 pairs over 10 prompts; the split trains on 8
+        pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+        rows = [{"prompt": row["prompt"], "reference": row["chosen"]} for row in pairs]
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        message = f"prompts:{path}: 8 of its 10 prompts are training prompts of the runs (the "
+        message += "first at posts.jsonl:1)"
+    else:
+        message = f"{path}"
+    counters = Counters(monkeypatch)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_experiment(spec, out, eval_data=f"prompts:{path}")
     assert counters.trained == [] and not out.exists()
 
 

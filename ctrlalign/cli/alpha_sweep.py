@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ctrlalign.cli.flags import (
     add_device_flags,
@@ -14,6 +15,9 @@ from ctrlalign.cli.flags import (
     usage_errors,
 )
 from ctrlalign.evaluation.judges import judge_usages
+
+#: answers kept as they come, in ``--output``: a killed sweep's rerun answers only the rest
+CACHE = "answers.cache.jsonl"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from ctrlalign.model.device import resolve_device
     from ctrlalign.model.rundir import load_run, read_run_info
 
-    prompts = [row["prompt"] for row in read_prompt_rows(args)]
+    rows = read_prompt_rows(args)
+    prompts = [row["prompt"] for row in rows]
+    references = prompt_references(rows, args.prompts)
     info = read_run_info(args.run)
     # the flags checked against run.yaml before the model loads (every alpha alike)
     dial = resolve(info, DialRequest("", args.preference, args.against, args.alphas[0]))
@@ -77,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             judge,
             progress=True,
             engine=engine,
+            references=references,
+            cache=sweep.AnswerCache.for_run(Path(args.output) / CACHE, args.run),
         )
     if pairs is not None:
         result.margins = sweep.margin_sweep(run, pairs, args.alphas)
@@ -86,4 +94,23 @@ def run(args: argparse.Namespace) -> int:
     print(sweep.summary_csv(result.summary), end="")
     if result.margins:
         print(sweep.summary_csv(result.margins, sweep.MARGIN_FIELDS), end="")
+    if trends := result.trends():
+        print(sweep.summary_csv(trends, sweep.TREND_FIELDS), end="")
     return 0
+
+
+def prompt_references(rows: list[dict], source: str | None) -> list[str] | None:
+    """Each row's ``reference`` (ROUGE-L per alpha) when any row has one; then every row
+    must, so that every alpha is scored on the same prompts."""
+    from ctrlalign.data import DataError
+
+    references = [row.get("reference") for row in rows]
+    if not any(references):
+        return None
+    missing = [i for i, ref in enumerate(references) if not isinstance(ref, str) or not ref.strip()]
+    if missing:
+        raise DataError(
+            f"--prompts {source}: {len(missing)} of {len(rows)} prompts have no 'reference' "
+            f"(the first is prompt {missing[0] + 1}); ROUGE per alpha needs one for every prompt"
+        )
+    return references

@@ -21,6 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--judge-model", help="model name sent to an llm: judge")
     parser.add_argument(
+        "--eval-data",
+        help="evaluation prompts (KIND:PATH, e.g. prompts:posts.jsonl) in place of the file's "
+        "data.eval; checked before any training: it must exist, hold references when ROUGE "
+        "is asked for, and share no prompt with the runs' training data",
+    )
+    parser.add_argument(
         "--engine",
         choices=ENGINE_CHOICES,
         help="what decodes the answers (the file's evaluation.engine, default builtin): "
@@ -41,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         judge_model=args.judge_model,
         placement=placement(args),
         engine=args.engine,
+        eval_data=args.eval_data,
     )
     print(f"report written to {report}")
     print(report.read_text())

@@ -110,6 +110,31 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     return write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Add rows to a growing JSON-lines cache. A kill mid-line leaves a torn last line
+    (``read_jsonl_rows`` skips it); it is ended first, so the new rows do not run on from it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as handle:
+        if handle.tell() and (handle.seek(-1, 2), handle.read(1))[1] != b"\n":
+            handle.write(b"\n")
+        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+
+
+def read_jsonl_rows(path: str | Path) -> list[dict]:
+    """The whole rows of a cache ``append_jsonl`` grows (none when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def read_prompts(path: str | Path) -> list[dict]:
     """Prompts for generation: JSONL with ``prompt`` (text or messages), optional ``preference``."""
     path = Path(path)

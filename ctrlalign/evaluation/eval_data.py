@@ -5,11 +5,14 @@ prompt in the training part of the runs' data (``split_records`` with their seed
 eval fraction, the same split training made). With HH-RLHF's one test file as both
 training and evaluation data, that leaves exactly the held-out split; with TL;DR's pairs
 for training and its posts for evaluation, it leaves the posts no pair was built from.
+A file meant to hold only unseen prompts (``refuse_overlap``, what ``experiment
+--eval-data`` asks) is refused instead when it holds a training prompt: there, an overlap
+means the wrong file, not posts to skip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from ctrlalign.data import DataError, Record, load_preference_data, split_records
@@ -22,6 +25,19 @@ def training_prompts(spec: str, eval_fraction: float, seed: int, **load_options)
     data = load_preference_data(spec, **load_options)
     train, _ = split_records(data, eval_fraction, seed)
     return {record.messages for record in train.records}
+
+
+def prompts_trained_on(splits: Iterable[tuple[str, float, int]]) -> tuple[set[Turns], list[str]]:
+    """Training prompts of every (data spec, eval fraction, seed) the runs were split by,
+    and a note for each spec that could not be read (its prompts cannot be left out)."""
+    seen: set[Turns] = set()
+    notes = []
+    for spec, fraction, seed in sorted(set(splits), key=str):
+        try:
+            seen |= training_prompts(spec, fraction, seed)
+        except (DataError, ValueError, OSError) as err:
+            notes.append(f"could not read training data {spec!r} to leave its prompts out: {err}")
+    return seen, notes
 
 
 @dataclass(frozen=True)
@@ -38,13 +54,25 @@ class EvalSet:
 
 
 def load_eval_set(
-    spec: str, max_examples: int | None = None, exclude: Collection[Turns] = ()
+    spec: str,
+    max_examples: int | None = None,
+    exclude: Collection[Turns] = (),
+    refuse_overlap: bool = False,
 ) -> EvalSet:
-    """Distinct prompts of ``spec`` in file order, without ``exclude``, at most ``max_examples``.
+    """Distinct prompts of ``spec`` in file order, without ``exclude``, at most ``max_examples``;
+    with ``refuse_overlap``, a prompt in ``exclude`` is an error naming where it is.
 
     Pairwise files repeat a prompt when it has several pairs; it is answered once.
     """
     data = load_preference_data(spec)
+    if refuse_overlap:
+        shared = [record for record in data.records if record.messages in exclude]
+        if shared:
+            raise DataError(
+                f"{spec}: {len(shared)} of its {len(data.records)} prompts are training "
+                f"prompts of the runs (the first at {shared[0].source}); evaluation prompts "
+                "must be ones no run trained on"
+            )
     records: dict[Turns, Record] = {}
     seen: set[Turns] = set()
     for record in data.records:

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ctrlalign.data import Record
+from ctrlalign.data.io import append_jsonl, read_jsonl_rows
 from ctrlalign.inference.generation import GenerationConfig, generate
 from ctrlalign.inference.jobs import ServingEngine
 from ctrlalign.inference.serving.engines import offline_engine
@@ -31,13 +32,13 @@ from ctrlalign.model.rundir import RUN_FILE, Run, default_preference, load_run, 
 log = logging.getLogger(__name__)
 
 
-def _digest(*parts: object) -> str:
+def digest(*parts: object) -> str:
     text = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def prompt_key(record: Record) -> str:
-    return _digest(record.messages)[:24]
+    return digest(record.messages)[:24]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class RunRef:
         info = read_run_info(path)
         metrics = path / "metrics.json"
         extra = metrics.read_text() if metrics.is_file() else ""
-        fingerprint = _digest((path / RUN_FILE).read_text(), extra)[:16]
+        fingerprint = digest((path / RUN_FILE).read_text(), extra)[:16]
         return cls(name, path, info, fingerprint, json.loads(extra) if extra else {})
 
     @property
@@ -106,23 +107,13 @@ class GenerationStore:
             parts.append(str(dtype))
         if s.engine != "builtin":
             parts.append(s.engine)
-        return _digest(*parts)[:16]
+        return digest(*parts)[:16]
 
     def cached(self, run: RunRef, temperature: float) -> dict[str, str]:
         """prompt key -> answer for rows of this exact run and settings (torn lines skipped)."""
-        path = self.path(run, temperature)
-        if not path.is_file():
-            return {}
         signature = self._signature(run, temperature)
-        answers = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if row.get("signature") == signature:
-                answers[row["key"]] = row["response"]
-        return answers
+        rows = read_jsonl_rows(self.path(run, temperature))
+        return {row["key"]: row["response"] for row in rows if row.get("signature") == signature}
 
     def missing(self, run: RunRef, temperature: float, records: Sequence[Record]) -> bool:
         cached = self.cached(run, temperature)
@@ -167,23 +158,17 @@ class GenerationStore:
                 config,
                 engine=engine,
             )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a+b") as handle:
-                # a kill mid-line leaves a torn last line (skipped when read); end it, so
-                # this batch's first row does not run on from it
-                if handle.tell() and (handle.seek(-1, 2), handle.read(1))[1] != b"\n":
-                    handle.write(b"\n")
-            with path.open("a", encoding="utf-8") as handle:
-                for record, text in zip(batch, texts, strict=True):
-                    key = prompt_key(record)
-                    cached[key] = text
-                    row = {
-                        "key": key,
-                        "signature": signature,
-                        "prompt": record.prompt_text,
-                        "response": text,
-                    }
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            rows = [
+                {
+                    "key": prompt_key(record),
+                    "signature": signature,
+                    "prompt": record.prompt_text,
+                    "response": text,
+                }
+                for record, text in zip(batch, texts, strict=True)
+            ]
+            append_jsonl(path, rows)
+            cached |= {row["key"]: row["response"] for row in rows}
         return [cached[prompt_key(record)] for record in records]
 
 

@@ -87,25 +87,30 @@ class AttributeRow:
         ]
 
 
-RUNS_HEADER = ("Method", "Steps", "Examples", "Train time", "Peak RSS (GiB)", "Held-out loss")
+RUNS_HEADER = ("Method", "Steps", "Examples", "Dropped (too long)", "Precision", "Train time")
+RUNS_HEADER += ("Peak RSS (GiB)", "Held-out loss")
 
 
 @dataclass(frozen=True)
 class RunRow:
-    """What training a run cost and reached, from its ``metrics.json``."""
+    """What training a run cost and reached, from its ``run.yaml`` and ``metrics.json``."""
 
     method: str
     steps: str
     examples: int | None
+    #: examples (pairs, for pair methods) over ``max_length``, dropped as the paper does
+    dropped: int | None
+    #: what its products ran in (``compute_dtype``: bf16 autocast keeps fp32 weights)
+    precision: str | None
     seconds: float | None
     peak_rss_gib: float | None
     eval_loss: float | None
 
     def cells(self) -> list[str]:
         minutes = None if self.seconds is None else f"{self.seconds / 60:.1f} min"
-        values = (self.examples, minutes, self.peak_rss_gib)
         loss = None if self.eval_loss is None else f"{self.eval_loss:.3f}"
-        return [self.method, self.steps, *("—" if v is None else str(v) for v in (*values, loss))]
+        values = (self.examples, self.dropped, self.precision, minutes, self.peak_rss_gib, loss)
+        return [self.method, self.steps, *("—" if v is None else str(v) for v in values)]
 
 
 @dataclass(frozen=True)

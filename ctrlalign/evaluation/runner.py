@@ -12,14 +12,16 @@ temperature, does only the work that is new.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctrlalign.data import DataError
-from ctrlalign.data.io import output_lock
-from ctrlalign.data.records import judge_prompt
-from ctrlalign.evaluation.eval_data import EvalSet, load_eval_set, training_prompts
+import torch
+
+from ctrlalign.data.io import output_lock, write_jsonl
+from ctrlalign.data.records import Record, judge_prompt
+from ctrlalign.evaluation.eval_data import EvalSet, load_eval_set, prompts_trained_on
 from ctrlalign.evaluation.generations import (
     GenerationSettings,
     GenerationStore,
@@ -46,7 +48,7 @@ from ctrlalign.evaluation.report_writer import (
 )
 from ctrlalign.evaluation.rouge import PairedDifference, rouge_for_records
 from ctrlalign.evaluation.verdicts import DEFAULT_TIE_BAND, Comparison, WinRate, bootstrap_mean
-from ctrlalign.model.device import resolve_device
+from ctrlalign.model.device import cpu_description, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ SCALING = {
     "meet-prompt": ("soft_prompt_length", "soft-prompt length"),
     "meet-lora": ("lora_rank", "LoRA rank"),
 }
+
+
+#: the prompts an evaluation answered, in order, with their references (``--prompts`` format)
+EVAL_PROMPTS = "eval_prompts.jsonl"
 
 
 class EvaluationSetupError(ValueError):
@@ -81,6 +87,9 @@ class EvalOptions:
     attn_implementation: str = "auto"
     #: what decodes the answers: builtin, vllm or auto (``serving.engines``)
     engine: str = "builtin"
+    #: True: prompts of the runs' training split are left out, counted in the report (one
+    #: file for training and evaluation, as HH-RLHF's); False: such a prompt is an error
+    leave_out_trained: bool = True
 
 
 @dataclass
@@ -126,20 +135,13 @@ def _read_runs(runs: Mapping[str, str | Path], baseline: tuple[str, str | Path])
     return [RunRef.read(name, path) for name, path in [*runs.items(), baseline]]
 
 
-def _excluded_prompts(refs: Sequence[RunRef]) -> tuple[set, list[str]]:
-    """Training prompts of every run, so evaluation never asks what a run trained on."""
-    seen, notes = set(), []
-    settings = {
+def _training_splits(refs: Sequence[RunRef]) -> list[tuple[str, float, int]]:
+    """The (data, eval fraction, seed) each run split its training data by."""
+    return [
         (r.info["data"], r.info.get("eval_fraction", 0.05), r.info.get("seed", 42))
         for r in refs
         if r.info.get("data")
-    }
-    for spec, fraction, seed in sorted(settings, key=str):
-        try:
-            seen |= training_prompts(spec, fraction, seed)
-        except (DataError, ValueError, OSError) as err:
-            notes.append(f"could not read training data {spec!r} to leave its prompts out: {err}")
-    return seen, notes
+    ]
 
 
 def prepare(
@@ -156,8 +158,10 @@ def prepare(
     if not judges:
         raise EvaluationSetupError(f"no judge: pass --judge {judge_usages()} (repeatable)")
     refs = _read_runs(runs, baseline)
-    exclude, notes = _excluded_prompts(refs)
-    eval_set = load_eval_set(data, options.max_examples, exclude)
+    exclude, notes = prompts_trained_on(_training_splits(refs))
+    eval_set = load_eval_set(
+        data, options.max_examples, exclude, refuse_overlap=not options.leave_out_trained
+    )
     rouge = eval_set.has_references if options.rouge is None else options.rouge
     if rouge and not eval_set.has_references:
         missing = sum(not r.reference for r in eval_set.records)
@@ -202,6 +206,8 @@ def _run_row(run: RunRef) -> RunRow:
         run.name,
         steps,
         m.get("train_examples"),
+        m.get("dropped_too_long"),
+        run.info.get("compute_dtype"),
         m.get("seconds"),
         m.get("peak_rss_gib"),
         m.get("eval_loss"),
@@ -211,8 +217,14 @@ def _run_row(run: RunRef) -> RunRow:
 def _setup_lines(plan: Plan) -> list[str]:
     o, e = plan.options, plan.eval_set
     left_out = f" ({e.seen_in_training} training prompts left out)" if e.seen_in_training else ""
+    cpu = cpu_description()
+    bf16 = f", bf16 units {'/'.join(cpu['bf16_units'])}" if cpu["bf16_units"] else ""
+    device = resolve_device(o.device)
     return [
-        f"evaluation data: `{e.spec}`, {len(e.records)} prompts{left_out}",
+        f"evaluation data: `{e.spec}`, {len(e.records)} prompts{left_out}; the prompts "
+        f"answered, with their references: `{EVAL_PROMPTS}`",
+        f"machine: {cpu['model']} ({os.cpu_count()} cores{bf16}), torch {torch.__version__}; "
+        f"answers decoded on {device} in {str(resolve_dtype(o.dtype, device)).split('.')[-1]}",
         f"runs: {', '.join(f'{r.name} (`{r.path}`)' for r in plan.candidates)}",
         f"baseline: {plan.baseline.name} (`{plan.baseline.path}`)",
         f"temperatures: {', '.join(f'{t:g}' for t in o.temperatures)}; at most "
@@ -226,6 +238,12 @@ def _setup_lines(plan: Plan) -> list[str]:
 
 #: (run name, temperature) -> that run's answers, in the order of the records
 Answers = Mapping[tuple[str, float], Sequence[str]]
+
+
+def _prompt_row(record: Record) -> dict:
+    """An answered prompt as ``--prompts`` files hold it (``alpha-sweep`` on the same posts)."""
+    row = {"prompt": record.chat, "source": record.source}
+    return row | ({"reference": record.reference} if record.reference else {})
 
 
 def run(plan: Plan) -> Path:
@@ -242,6 +260,7 @@ def run(plan: Plan) -> Path:
     )
     store = GenerationStore(plan.output / "generations", settings)
     records = plan.eval_set.records
+    write_jsonl(plan.output / EVAL_PROMPTS, [_prompt_row(record) for record in records])
     answers = generate_all(store, plan.runs, o.temperatures, records)
     prompts = [judge_prompt(record) for record in records]
     rows, judge_notes = _win_rate_rows(plan, answers, prompts)

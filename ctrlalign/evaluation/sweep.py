@@ -4,12 +4,18 @@ Answers come from shared batches (mixed alphas in one batch, each row through th
 ``dial_row``), and the summary gives reward (when a judge is given), length and
 distinctness per alpha: monotone inside [0, 1] and extrapolating beyond. With held-out
 pairs, ``margin_sweep`` adds what CLM's DPO training raised, the implicit reward margin, at
-every alpha. Outputs are written at the end, so an error leaves nothing behind.
+every alpha. With a reference for every prompt (TL;DR's human summaries), each alpha also
+gets its ROUGE-L and length in words, each with a bootstrap 95% interval over prompts, and
+ROUGE-L's paired difference against the first alpha (post-to-post variation cancels);
+``trends`` then says, by Spearman's rank correlation, whether each moves with alpha.
+Outputs are written at the end, so an error leaves nothing behind but the ``AnswerCache``
+of a sweep asked to keep one, from which a rerun resumes.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from collections.abc import Sequence
@@ -18,11 +24,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.data import PreferenceData
-from ctrlalign.data.io import write_atomic, write_jsonl
+from ctrlalign.data.io import append_jsonl, read_jsonl_rows, write_atomic, write_jsonl
+from ctrlalign.evaluation.generations import RunRef, digest
 from ctrlalign.evaluation.report import save_png
+from ctrlalign.evaluation.rouge import PairedDifference, rouge
+from ctrlalign.evaluation.verdicts import bootstrap_mean
 from ctrlalign.inference.dial import DialRequest, dial_row
 from ctrlalign.inference.generation import GenerationConfig, as_messages, generate_rows
 from ctrlalign.inference.jobs import ServingEngine
@@ -31,7 +41,11 @@ from ctrlalign.model.logprobs import IGNORE_INDEX, lm_logits
 from ctrlalign.model.rundir import Run
 
 CSV_FIELDS = ("alpha", "n", "mean_tokens", "distinct_1", "distinct_2", "mean_score", "score_sem")
+#: the columns a sweep with references adds (``reference_summary``)
+ROUGE_FIELDS = ("rouge_l", "rouge_l_low", "rouge_l_high", "rouge_l_vs_first", "vs_first_low")
+ROUGE_FIELDS += ("vs_first_high", "words", "words_low", "words_high")
 MARGIN_FIELDS = ("alpha", "n", "margin", "margin_sem", "accuracy")
+TREND_FIELDS = ("measure", "spearman_rho", "p_value", "alphas")
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -54,6 +68,28 @@ class Sweep:
     margins: list[dict] | None = None
     #: what ``mean_score`` is: a reward model's reward, or an ``attr:`` judge's attribute
     score_label: str = "mean reward"
+    #: whether the summary has ``ROUGE_FIELDS`` (every prompt had a reference)
+    has_references: bool = False
+
+    def trends(self) -> list[dict]:
+        """Spearman's rank correlation of each per-alpha measure with alpha (with its
+        two-sided p-value): does the dial move it, in one direction? None for a measure that
+        stayed constant."""
+        from scipy.stats import spearmanr
+
+        measures = [("mean_tokens", self.summary), ("mean_score", self.summary)]
+        measures += [("rouge_l", self.summary), ("words", self.summary)]
+        measures += [("margin", self.margins or [])]
+        rows = []
+        for key, entries in measures:
+            points = [(e["alpha"], e[key]) for e in entries if e.get(key) is not None]
+            if len({a for a, _ in points}) < 3:
+                continue
+            rho = p = None  # a measure that never changed has no rank correlation
+            if len({v for _, v in points}) > 1:
+                rho, p = (round(float(x), 4) for x in spearmanr(*zip(*points, strict=True)))
+            rows.append({"measure": key, "spearman_rho": rho, "p_value": p, "alphas": len(points)})
+        return rows
 
 
 def _mean_sem(values: Sequence[float]) -> tuple[float, float]:
@@ -62,6 +98,67 @@ def _mean_sem(values: Sequence[float]) -> tuple[float, float]:
         return mean, 0.0
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
     return mean, math.sqrt(var / len(values))
+
+
+#: batches of answers per cache block: a kill loses at most the block in flight
+BLOCK_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class AnswerCache:
+    """Where a sweep keeps its answers as they come (JSON lines), so a killed sweep resumes
+    with the blocks it lacks. A row counts only from the same trained run (``fingerprint``:
+    its run.yaml and metrics) under the same generation settings and precision; any other
+    is answered again, never mixed in. Block b starts at row ``b * size`` and samples with
+    ``seed + b * size``, so resumed answers are the ones an uninterrupted sweep gives."""
+
+    path: Path
+    fingerprint: str
+
+    @classmethod
+    def for_run(cls, path: str | Path, run_dir: str | Path) -> AnswerCache:
+        return cls(Path(path), RunRef.read("sweep", run_dir).fingerprint)
+
+
+def _answer_rows(
+    run: Run,
+    rows: list,
+    keys: Sequence[tuple[float, object]],
+    config: GenerationConfig,
+    progress: bool,
+    engine: ServingEngine | None,
+    cache: AnswerCache | None,
+) -> list[str]:
+    """The answer of every row, through ``cache`` when given (see ``AnswerCache``)."""
+    if cache is None:
+        return generate_rows(run.model, run.tokenizer, rows, config, progress, engine)
+    dtype = next(run.model.parameters()).dtype
+    signature = digest(cache.fingerprint, dataclasses.asdict(config), str(dtype))[:16]
+    row_keys = [digest(alpha, prompt)[:24] for alpha, prompt in keys]
+    done = {
+        row["key"]: row["response"]
+        for row in read_jsonl_rows(cache.path)
+        if row.get("signature") == signature
+    }
+    size = config.batch_size * BLOCK_BATCHES
+    starts = [
+        start
+        for start in range(0, len(rows), size)
+        if any(key not in done for key in row_keys[start : start + size])
+    ]
+    for start in tqdm(starts, desc="alpha sweep (blocks)", disable=not progress or not starts):
+        block = dataclasses.replace(config, seed=config.seed + start)
+        part = range(start, min(start + size, len(rows)))
+        texts = generate_rows(
+            run.model, run.tokenizer, [rows[i] for i in part], block, False, engine
+        )
+        fresh = [
+            {"key": row_keys[i], "signature": signature, "alpha": keys[i][0], "response": text}
+            for i, text in zip(part, texts, strict=True)
+        ]
+        append_jsonl(cache.path, fresh)
+        done |= {row["key"]: row["response"] for row in fresh}
+    return [done[key] for key in row_keys]
 
 
 def prompt_text(prompt: str | Sequence[dict]) -> str:
@@ -81,12 +178,18 @@ def sweep(
     judge=None,
     progress: bool = False,
     engine: ServingEngine | None = None,
+    references: Sequence[str] | None = None,
+    cache: AnswerCache | None = None,
 ) -> Sweep:
     """Answer every prompt at every alpha (mixed alphas share batches) and summarise;
-    ``engine``: answer through that serving engine (``--engine vllm``)."""
+    ``engine``: answer through that serving engine (``--engine vllm``); ``references``, one
+    per prompt: ROUGE-L and words per alpha (``reference_summary``); ``cache``: keep the
+    answers as they come and reuse the ones it holds."""
+    if references is not None and len(references) != len(prompts):
+        raise ValueError(f"{len(references)} references for {len(prompts)} prompts")
     rows = [dial_row(run, DialRequest(p, preference, against, a)) for a in alphas for p in prompts]
-    texts = generate_rows(run.model, run.tokenizer, rows, config, progress, engine)
     keys = [(a, p) for a in alphas for p in prompts]
+    texts = _answer_rows(run, rows, keys, config, progress, engine, cache)
     scores = None
     if judge is not None:
         scores = judge.score([prompt_text(p) for _, p in keys], texts)
@@ -114,10 +217,31 @@ def sweep(
             mean, sem = _mean_sem([a["score"] for a in group])
             entry["mean_score"], entry["score_sem"] = round(mean, 5), round(sem, 5)
         summary.append(entry)
+    if references is not None:
+        by_alpha = [[a["response"] for a in answers if a["alpha"] == alpha] for alpha in alphas]
+        for entry, values in zip(summary, reference_summary(by_alpha, references), strict=True):
+            entry.update(values)
     ends = (against, preference) if against is not None else ("unaligned", "aligned")
     unit = getattr(judge, "unit", None)  # attr: judges say what they measure
     label = f"mean {judge.name} ({unit})" if unit else "mean reward"
-    return Sweep(answers, summary, ends, score_label=label)
+    return Sweep(answers, summary, ends, score_label=label, has_references=references is not None)
+
+
+def reference_summary(
+    answers: Sequence[Sequence[str]], references: Sequence[str], n_boot: int = 2000, seed: int = 0
+) -> list[dict]:
+    """Per alpha (one list of answers each, in prompt order): ROUGE-L and words with their
+    bootstrap 95% intervals over prompts, and ROUGE-L's paired difference against the first
+    alpha's answers to the same prompts."""
+    scored = [rouge(texts, references).rouge_l_each for texts in answers]
+    rows = []
+    for texts, each in zip(answers, scored, strict=True):
+        rouge_l = bootstrap_mean(each, n_boot, seed)
+        paired = PairedDifference.of(each, scored[0], n_boot, seed)
+        words = bootstrap_mean([len(t.split()) for t in texts], n_boot, seed)
+        values = (*rouge_l, paired.mean, paired.ci_low, paired.ci_high, *words)
+        rows.append({k: round(v, 3) for k, v in zip(ROUGE_FIELDS, values, strict=True)})
+    return rows
 
 
 def margin_sweep(
@@ -208,11 +332,12 @@ def _mixed_logps(
 
 
 def summary_csv(summary: Sequence[dict], fields: Sequence[str] = CSV_FIELDS) -> str:
+    """One row per entry, the given columns (a missing value left empty)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for entry in summary:
-        writer.writerow({k: "" if entry[k] is None else entry[k] for k in fields})
+        writer.writerow({k: "" if entry.get(k) is None else entry[k] for k in fields})
     return buffer.getvalue()
 
 
@@ -232,18 +357,27 @@ def plot_sweep(
     import matplotlib.pyplot as plt
 
     order = sorted(summary, key=lambda e: e["alpha"])
+    # (entries, value, error: a standard-error key, (low, high) interval keys or None, label)
     panels = [(order, "mean_tokens", None, "mean length (tokens)")]
     if order[0]["mean_score"] is not None:
         panels.insert(0, (order, "mean_score", "score_sem", f"{score_label} (± s.e.)"))
+    if order[0].get("rouge_l") is not None:
+        interval = ("rouge_l_low", "rouge_l_high")
+        panels.insert(0, (order, "rouge_l", interval, "ROUGE-L F1 % (95% CI)"))
+        panels[-1] = (order, "words", ("words_low", "words_high"), "mean length (words, 95% CI)")
     if margins:
         by_alpha = sorted(margins, key=lambda e: e["alpha"])
         label = "held-out DPO reward margin (± s.e.)"
         panels.append((by_alpha, "margin", "margin_sem", label))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
-    for ax, (entries, key, sem, label) in zip(axes[0], panels, strict=True):
+    for ax, (entries, key, error, label) in zip(axes[0], panels, strict=True):
         alphas, values = [e["alpha"] for e in entries], [e[key] for e in entries]
-        if sem is not None:
-            ax.errorbar(alphas, values, yerr=[e[sem] for e in entries], marker="o")
+        if isinstance(error, tuple):
+            low, high = error
+            bars = [[e[key] - e[low] for e in entries], [e[high] - e[key] for e in entries]]
+            ax.errorbar(alphas, values, yerr=bars, marker="o", capsize=3)
+        elif error is not None:
+            ax.errorbar(alphas, values, yerr=[e[error] for e in entries], marker="o")
         else:
             ax.plot(alphas, values, marker="o")
         ax.axvspan(0, 1, color="0.9", zorder=0)
@@ -259,16 +393,21 @@ def plot_sweep(
 
 
 def write_sweep(result: Sweep, directory: str | Path, title: str = "") -> list[Path]:
-    """``answers.jsonl``, ``sweep.csv``, ``margins.csv`` (with pairs) and ``sweep.png``."""
+    """``answers.jsonl``, ``sweep.csv``, ``margins.csv`` (with pairs), ``trends.csv`` (with
+    three alphas or more) and ``sweep.png``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    fields = CSV_FIELDS + (ROUGE_FIELDS if result.has_references else ())
     paths = [
         write_jsonl(directory / "answers.jsonl", result.answers),
-        write_atomic(directory / "sweep.csv", summary_csv(result.summary)),
+        write_atomic(directory / "sweep.csv", summary_csv(result.summary, fields)),
     ]
     if result.margins:
         margins_csv = summary_csv(result.margins, MARGIN_FIELDS)
         paths.append(write_atomic(directory / "margins.csv", margins_csv))
+    trends = result.trends()
+    if trends:
+        paths.append(write_atomic(directory / "trends.csv", summary_csv(trends, TREND_FIELDS)))
     plot = plot_sweep(
         result.summary,
         directory / "sweep.png",
