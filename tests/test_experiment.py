@@ -18,6 +18,7 @@ from tiny_setup import FAST_RM, FAST_TRAIN, write_eval_prompts, write_pairs
 
 from ctrlalign import experiment
 from ctrlalign.evaluation import generations
+from ctrlalign.evaluation.eval_data import load_eval_set, prompts_trained_on
 from ctrlalign.evaluation.judges.rm import RewardModelJudge
 from ctrlalign.experiment import ExperimentError, run_experiment
 
@@ -237,6 +238,27 @@ def test_a_scales_only_runs_those_methods_in_its_order(tmp_path):
         medium["methods"]
     )
     assert medium["train"]["max_examples"] >= 128 and medium["evaluation"]["max_examples"] >= 200
+
+
+def test_the_large_table_answers_600_posts_no_row_trained_on():
+    """The large scale's rows and sizes (issue 29), and its posts: the runs' split leaves at
+    least 600 of the TL;DR posts that no row (nor the judge, which shares the split) trained
+    on, so the experiment runs with overlap refused, as --eval-data would."""
+    spec = experiment.load_spec(ROOT / "experiments" / "paper_table1_tldr.yaml", "large")
+    assert set(spec["methods"]) == {
+        "coh", "sft", "dpo", "meet-prompt-50", "meet-lora-4", "meet-lora-4-first-only",
+        "meet-lora-4-second-only",
+    }  # fmt: skip
+    configs = experiment.train_configs(spec, ROOT / "unused")
+    assert {(c.max_examples, c.lr_first, c.lr_second) for c in configs.values()} == {
+        (512, 1e-3, 2e-5)
+    }
+    splits = [(c.data, c.eval_fraction, c.seed) for c in configs.values()]
+    trained, notes = prompts_trained_on(splits)
+    assert notes == [] and len(trained) >= 512
+    eval_set = load_eval_set(spec["data"]["eval"], 600, trained, refuse_overlap=False)
+    assert len(eval_set.records) == 600 and eval_set.has_references
+    assert not {r.messages for r in eval_set.records} & trained
 
 
 def test_only_real_setting_changes_block_reuse():
