@@ -108,9 +108,10 @@ BLOCK_BATCHES = 4
 class AnswerCache:
     """Where a sweep keeps its answers as they come (JSON lines), so a killed sweep resumes
     with the blocks it lacks. A row counts only from the same trained run (``fingerprint``:
-    its run.yaml and metrics) under the same generation settings and precision; any other
-    is answered again, never mixed in. Block b starts at row ``b * size`` and samples with
-    ``seed + b * size``, so resumed answers are the ones an uninterrupted sweep gives."""
+    its run.yaml and metrics) under the same generation settings, precision and dial
+    (preference, against); any other is answered again, never mixed in. Block b starts at
+    row ``b * size`` and samples with ``seed + b * size``, so resumed answers are the ones
+    an uninterrupted sweep gives."""
 
     path: Path
     fingerprint: str
@@ -128,12 +129,14 @@ def _answer_rows(
     progress: bool,
     engine: ServingEngine | None,
     cache: AnswerCache | None,
+    dial: tuple[str | None, str | None],
 ) -> list[str]:
-    """The answer of every row, through ``cache`` when given (see ``AnswerCache``)."""
+    """The answer of every row, through ``cache`` when given (see ``AnswerCache``);
+    ``dial``: the (preference, against) the rows were built with, part of the signature."""
     if cache is None:
         return generate_rows(run.model, run.tokenizer, rows, config, progress, engine)
-    dtype = next(run.model.parameters()).dtype
-    signature = digest(cache.fingerprint, dataclasses.asdict(config), str(dtype))[:16]
+    dtype = str(next(run.model.parameters()).dtype)
+    signature = digest(cache.fingerprint, dataclasses.asdict(config), dtype, *dial)[:16]
     row_keys = [digest(alpha, prompt)[:24] for alpha, prompt in keys]
     done = {
         row["key"]: row["response"]
@@ -189,7 +192,7 @@ def sweep(
         raise ValueError(f"{len(references)} references for {len(prompts)} prompts")
     rows = [dial_row(run, DialRequest(p, preference, against, a)) for a in alphas for p in prompts]
     keys = [(a, p) for a in alphas for p in prompts]
-    texts = _answer_rows(run, rows, keys, config, progress, engine, cache)
+    texts = _answer_rows(run, rows, keys, config, progress, engine, cache, (preference, against))
     scores = None
     if judge is not None:
         scores = judge.score([prompt_text(p) for _, p in keys], texts)
