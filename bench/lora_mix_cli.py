@@ -9,8 +9,9 @@ same 8 short HH-RLHF prompts are answered with ``ctrlalign generate --batch-size
 line under ``pref0`` (one adapter: a plain PEFT forward), or line i under ``pref{i}`` (eight
 adapters, routed per row). Calls alternate same, mixed, same, mixed (``--rounds``), each
 side's fastest kept, whole-process wall and CPU seconds recorded (model load included, as a
-user pays it; ``generating`` seconds from tqdm are not parsed). Target (issue 27): mixed at
-most 1.15x one preference. Results: ``bench/results/lora_mix_cli.json``.
+user pays it) beside the decoding alone (the seconds ``generate`` logs for its answers,
+without the model load that dilutes the whole-process ratio). Target (issue 27): mixed at
+most 1.15x one preference, in both. Results: ``bench/results/lora_mix_cli.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -85,15 +87,24 @@ def timed_call(run_dir: Path, prompt_file: Path, args: argparse.Namespace) -> di
         "--prompts", str(prompt_file), "--batch-size", "8", "--dtype", args.dtype,
         "--max-new-tokens", str(args.max_new_tokens), "--output", str(prompt_file) + ".out",
     ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, env={**os.environ})
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ})
     wall = time.perf_counter() - start
+    decoding = re.search(r"generated \d+ answers \((\d+) tokens\) in ([\d.]+) s", done.stderr)
+    if decoding is None:
+        raise SystemExit(f"generate logged no decoding time:\n{done.stderr[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     answers = [
         json.loads(line) for line in Path(str(prompt_file) + ".out").read_text().splitlines()
     ]
     words = sum(len(a["response"].split()) for a in answers)
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "answer_words": words}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "decode_s": float(decoding.group(2)),
+        "answer_tokens": int(decoding.group(1)),
+        "answer_words": words,
+    }
 
 
 def main() -> None:
@@ -122,6 +133,8 @@ def main() -> None:
             print(f"[bench] round {r + 1} {side}: {rounds[side][-1]}", flush=True)
     best = {side: min(rs, key=lambda x: x["wall_s"]) for side, rs in rounds.items()}
     ratio = best["mixed"]["wall_s"] / best["same"]["wall_s"]
+    fastest = {side: min(r["decode_s"] for r in rs) for side, rs in rounds.items()}
+    decode_ratio = fastest["mixed"] / fastest["same"]
     out = {
         **run_header("lora_mix_cli", started),
         "setup": {
@@ -135,11 +148,15 @@ def main() -> None:
         "best": best,
         "mixed_over_same_wall": round(ratio, 3),
         "mixed_over_same_cpu": round(best["mixed"]["cpu_s"] / best["same"]["cpu_s"], 3),
+        "mixed_over_same_decoding": round(decode_ratio, 3),
+        "means": "fastest mixed call over fastest same call: whole process (model load "
+        "included) and the decoding alone (the seconds generate logs)",
         "target": f"<= {TARGET}",
-        "met": ratio <= TARGET,
+        "met": ratio <= TARGET and decode_ratio <= TARGET,
     }
     write_json_atomic(args.output, out)
-    print(json.dumps({k: out[k] for k in ("best", "mixed_over_same_wall", "met")}))
+    keys = ("best", "mixed_over_same_wall", "mixed_over_same_decoding", "met")
+    print(json.dumps({k: out[k] for k in keys}))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ and a 3-level scores run that trains and answers at every level in one mixed bat
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import yaml
 from safetensors.torch import load_file
 
 from ctrlalign.cli import main
+from ctrlalign.model.rundir import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,8 +95,9 @@ def test_yaml_config_with_flag_overrides(soft_run):
     assert metrics["stages"]["first"]["log_history"][-1]["step"] == 2  # 6 / batch 4 -> 2
 
 
-def test_generate_prints_and_writes_answers(soft_run, prompts_file, tmp_path, capsys):
+def test_generate_prints_and_writes_answers(soft_run, prompts_file, tmp_path, capsys, caplog):
     out = tmp_path / "answers.jsonl"
+    caplog.set_level("INFO", logger="ctrlalign.cli.generate")
     rc = main(
         [
             "generate",
@@ -116,6 +119,13 @@ def test_generate_prints_and_writes_answers(soft_run, prompts_file, tmp_path, ca
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows][0] == "One more?" and len(rows) == 4
     assert all(r["preference"] == "bad" and r["response"] for r in rows)
+    # the decoding's own time and throughput, over the answers' tokens
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "ctrlalign.cli.generate"]
+    tokenizer = load_run(soft_run / "run").tokenizer
+    tokens = sum(len(tokenizer(r["response"], add_special_tokens=False).input_ids) for r in rows)
+    assert re.fullmatch(
+        rf"generated 4 answers \({tokens} tokens\) in [\d.]+ s: [\d.]+ tokens/s", logged
+    )
     # chat messages work as prompts too, each line with its own preference
     chats = tmp_path / "chats.jsonl"
     chats.write_text(

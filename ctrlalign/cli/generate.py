@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import time
 
 from ctrlalign.cli.flags import (
     add_device_flags,
@@ -14,6 +16,8 @@ from ctrlalign.cli.flags import (
     read_prompt_rows,
     usage_errors,
 )
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -76,7 +80,18 @@ def run(args: argparse.Namespace) -> int:
     run = load_run(args.run, **placement(args))
     rows = [dial_row(run, dial) for dial in dials]
     with offline_engine(run, args.run, generation.engine, generation.batch_size) as engine:
+        start = time.perf_counter()
         answers = generate_rows(run.model, run.tokenizer, rows, generation, True, engine)
+        seconds = time.perf_counter() - start
+    tokens = sum(len(run.tokenizer(a, add_special_tokens=False).input_ids) for a in answers)
+    # the decoding alone (no model load), what a throughput comparison should read
+    log.info(
+        "generated %d answers (%d tokens) in %.2f s: %.1f tokens/s",
+        len(answers),
+        tokens,
+        seconds,
+        tokens / seconds,
+    )
     dialled = info.get("clm") or any(d.alpha is not None for d in dials)
     out = []
     for dial, answer in zip(dials, answers, strict=True):
