@@ -66,10 +66,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check ctrlalign tests bench
 	$(VENV)/bin/lint-imports --no-cache
 
-# Every figure docs/benchmarks.md quotes, by the commands recorded in each results file;
-# several hours on 2 cores, run alone on a quiet machine. The bf16 rows need a CPU with
-# native bf16 units (the results record the CPU); ab_commits.sh is run by hand with refs.
-# Every figure docs/benchmarks.md quotes, most quoted first (about 2 hours alone on 2 cores).
+# Every figure docs/benchmarks.md quotes, by the commands recorded in each results file, most
+# quoted first: about 2 hours alone on 2 cores. The bf16 rows need a CPU with native bf16
+# units (the results record the CPU); ab_commits.sh is run by hand with refs.
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py --batch 8 --steps 4 --rounds 2 --threads 1 \
 	  --only trl-sft trl-sft-padfree lora-step2-packed soft-prompt-step2-packed \

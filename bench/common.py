@@ -382,12 +382,12 @@ class Quiet:
         }
 
 
-def add_quiet_arguments(p, wait_below: float) -> None:
+def add_quiet_arguments(p) -> None:
     """The flags of ``Quiet``, for a benchmark that runs ``run_rounds``."""
     p.add_argument(
         "--quiet-threshold",
         type=float,
-        default=wait_below,
+        default=0.10,
         help="before each configuration, wait until other processes use less than this "
         "share of the CPUs ...",
     )
@@ -403,8 +403,9 @@ def add_quiet_arguments(p, wait_below: float) -> None:
         "--tries",
         type=int,
         default=3,
-        help="runs of one round at most; when every one was disturbed the last is kept, "
-        "marked as not quiet",
+        help="runs of one round at most; every try is kept, marked quiet or not, and a "
+        "configuration with no quiet try at all is judged on its fastest disturbed one "
+        "(its quiet_tries is 0)",
     )
 
 
@@ -479,8 +480,8 @@ def run_rounds(
         best = dict(max(quiet_runs or tries, key=lambda r: r["tokens_per_s"]))
         best["profile"] = next((r["profile"] for r in reversed(tries) if r.get("profile")), [])
         best["all_rounds"] = [{key: r[key] for key in ROUND_FIELDS} for r in tries]
-        best["quiet_rounds"] = len(quiet_runs)
-        best["rejected_rounds"] = len(tries) - len(quiet_runs)
+        best["quiet_tries"] = len(quiet_runs)
+        best["disturbed_tries"] = len(tries) - len(quiet_runs)
         configs[name] = best
     return configs
 

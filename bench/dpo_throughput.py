@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed optimizer steps first")
     p.add_argument("--batch", type=int, default=8, help="pairs per optimizer step")
     p.add_argument("--rounds", type=int, default=3, help="interleaved runs of each trainer")
-    add_quiet_arguments(p, wait_below=0.15)
+    add_quiet_arguments(p)
     p.add_argument("--max-length", type=int, default=384, help="longest sequence, in tokens")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     p.add_argument("--model", default="smollm2")

@@ -138,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run every configuration this many times, interleaved, and keep each one's "
         "fastest round (a shared machine only ever slows a run down)",
     )
-    add_quiet_arguments(p, wait_below=0.25)
+    add_quiet_arguments(p)
     p.add_argument("--report", type=Path, help="print the tables of a results file and exit")
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)

@@ -260,8 +260,10 @@ def _check_before_training(
     prompt some run will train on."""
     data = spec["data"]["eval"]
     splits = [(c.data, c.eval_fraction, c.seed) for c in configs.values()]
-    exclude, _ = prompts_trained_on(splits)
+    exclude, notes = prompts_trained_on(splits)
     refuse = not options.leave_out_trained
+    if refuse and notes:  # prompts that cannot be read cannot be checked
+        raise EvaluationSetupError("; ".join(notes))
     eval_set = load_eval_set(data, options.max_examples, exclude, refuse_overlap=refuse)
     if options.rouge and not eval_set.has_references:
         missing = sum(not r.reference for r in eval_set.records)
@@ -296,6 +298,8 @@ def run_experiment(
     output = Path(output)
     spec = load_spec(path, scale)
     if "controllability" in spec:
+        if eval_data:
+            raise ExperimentError(f"--eval-data: {path} measures controllability, no evaluation")
         return run_controllability(spec, output, scale, path, placement or {})
     if judges:
         spec["judges"] = judges

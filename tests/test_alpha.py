@@ -15,7 +15,7 @@ from ctrlalign.inference.generation import GenerationConfig, alpha_row, generate
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.identity_layer import insert_identity_layer
 from ctrlalign.model.loading import load_model
-from ctrlalign.model.rundir import save_run
+from ctrlalign.model.rundir import load_run, save_run
 
 PROMPTS = ["What is two plus two?", "Hi!"]
 
@@ -269,6 +269,10 @@ def test_trends_are_spearman_rank_correlations_with_alpha():
     assert trends["rouge_l"]["spearman_rho"] == trends["margin"]["spearman_rho"] == 1.0
     assert trends["words"]["spearman_rho"] == pytest.approx(0.9)
     assert all(row["alphas"] == 5 for row in trends.values())
+    # exact permutation p-values: a perfect order is 1 of the 5! = 120 pairings (and its
+    # mirror the other way), p = 2 / 120; rho >= 0.9 is 5 pairings each way, p = 10 / 120
+    assert trends["rouge_l"]["p_value"] == trends["mean_tokens"]["p_value"] == round(2 / 120, 4)
+    assert trends["words"]["p_value"] == round(10 / 120, 4)
 
 
 def test_alpha_sweep_scores_prompts_with_references(runs, tmp_path, capsys):
@@ -307,12 +311,18 @@ def test_a_killed_alpha_sweep_resumes_with_the_blocks_it_lacks(runs, tmp_path, m
     second block answers, when rerun, only the blocks it lacks, and ends with the answers of
     an uninterrupted sweep (sampled, so the per-block seeds matter). Answers kept under
     other settings are not reused."""
+    texts = [f"Count to {i}." for i in (0, 1, 2, 3, 4, 0)]  # one prompt twice: two rows
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"Count to {i}."}) + "\n" for i in range(6)))
+    prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
     argv = ["alpha-sweep", "--run", str(runs / "clm"), "--alphas", "0,0.5,1.5", "--prompts"]
     argv += [str(prompts), "--max-new-tokens", "3", "--batch-size", "2", "--temperature", "1"]
     whole = tmp_path / "whole"
     assert main([*argv, "--output", str(whole)]) == 0
+    # block by block, the answers of one uncached sweep (each row seeded by its position)
+    config = GenerationConfig(max_new_tokens=3, temperature=1.0, batch_size=2)
+    direct = sweep.sweep(load_run(runs / "clm"), texts, [0, 0.5, 1.5], config)
+    kept = [json.loads(line) for line in (whole / "answers.jsonl").read_text().splitlines()]
+    assert [a["response"] for a in kept] == [a["response"] for a in direct.answers]
     calls, real = [], sweep.generate_rows
 
     def counted(model, tokenizer, rows, *args):

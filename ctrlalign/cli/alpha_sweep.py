@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = read_prompt_rows(args)
     prompts = [row["prompt"] for row in rows]
-    references = prompt_references(rows, args.prompts)
+    references = prompt_references(rows, args)
     info = read_run_info(args.run)
     # the flags checked against run.yaml before the model loads (every alpha alike)
     dial = resolve(info, DialRequest("", args.preference, args.against, args.alphas[0]))
@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     title = f"{args.run}" + (f": {preference} against {args.against}" if args.against else "")
     for path in sweep.write_sweep(result, args.output, title):
         print(f"wrote {path}")
-    print(sweep.summary_csv(result.summary), end="")
+    fields = sweep.CSV_FIELDS + (sweep.ROUGE_FIELDS if result.has_references else ())
+    print(sweep.summary_csv(result.summary, fields), end="")
     if result.margins:
         print(sweep.summary_csv(result.margins, sweep.MARGIN_FIELDS), end="")
     if trends := result.trends():
@@ -99,18 +100,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def prompt_references(rows: list[dict], source: str | None) -> list[str] | None:
+def prompt_references(rows: list[dict], args: argparse.Namespace) -> list[str] | None:
     """Each row's ``reference`` (ROUGE-L per alpha) when any row has one; then every row
-    must, so that every alpha is scored on the same prompts."""
+    must, so that every alpha is scored on the same prompts (``--prompt`` texts have none)."""
     from ctrlalign.data import DataError
 
     references = [row.get("reference") for row in rows]
     if not any(references):
         return None
+    if args.prompt:
+        raise DataError(
+            f"--prompts {args.prompts} has references (ROUGE per alpha), --prompt texts have "
+            "none: pass the prompts in the file only"
+        )
     missing = [i for i, ref in enumerate(references) if not isinstance(ref, str) or not ref.strip()]
     if missing:
         raise DataError(
-            f"--prompts {source}: {len(missing)} of {len(rows)} prompts have no 'reference' "
-            f"(the first is prompt {missing[0] + 1}); ROUGE per alpha needs one for every prompt"
+            f"--prompts {args.prompts}: {len(missing)} of {len(rows)} prompts have no "
+            f"'reference' (the first: prompt {missing[0] + 1} of the file, blank lines not "
+            "counted); ROUGE per alpha needs one for every prompt"
         )
     return references

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         answers = generate_rows(run.model, run.tokenizer, rows, generation, True, engine)
         seconds = time.perf_counter() - start
     tokens = sum(len(run.tokenizer(a, add_special_tokens=False).input_ids) for a in answers)
-    # the decoding alone (no model load), what a throughput comparison should read
+    # the decoding alone (no model load), what a throughput comparison should read; tokens:
+    # the answers' texts tokenized again (stop tokens not counted)
     log.info(
         "generated %d answers (%d tokens) in %.2f s: %.1f tokens/s",
         len(answers),

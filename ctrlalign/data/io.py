@@ -127,7 +127,10 @@ def read_jsonl_rows(path: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # split("\n"), not splitlines(): an answer may hold a raw U+2028 (ensure_ascii=False)
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line:
+            continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:

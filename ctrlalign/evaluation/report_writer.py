@@ -98,7 +98,8 @@ class RunRow:
     method: str
     steps: str
     examples: int | None
-    #: examples (pairs, for pair methods) over ``max_length``, dropped as the paper does
+    #: training examples (pairs, for pair methods) over ``max_length``, dropped as the
+    #: paper does (None: a run from before training and held-out drops were kept apart)
     dropped: int | None
     #: what its products ran in (``compute_dtype``: bf16 autocast keeps fp32 weights)
     precision: str | None

@@ -159,6 +159,8 @@ def prepare(
         raise EvaluationSetupError(f"no judge: pass --judge {judge_usages()} (repeatable)")
     refs = _read_runs(runs, baseline)
     exclude, notes = prompts_trained_on(_training_splits(refs))
+    if notes and not options.leave_out_trained:  # prompts that cannot be read cannot be checked
+        raise EvaluationSetupError("; ".join(notes))
     eval_set = load_eval_set(
         data, options.max_examples, exclude, refuse_overlap=not options.leave_out_trained
     )
@@ -206,7 +208,7 @@ def _run_row(run: RunRef) -> RunRow:
         run.name,
         steps,
         m.get("train_examples"),
-        m.get("dropped_too_long"),
+        m.get("dropped_too_long_train"),
         run.info.get("compute_dtype"),
         m.get("seconds"),
         m.get("peak_rss_gib"),

@@ -72,10 +72,11 @@ class Sweep:
     has_references: bool = False
 
     def trends(self) -> list[dict]:
-        """Spearman's rank correlation of each per-alpha measure with alpha (with its
-        two-sided p-value): does the dial move it, in one direction? None for a measure that
-        stayed constant."""
-        from scipy.stats import spearmanr
+        """Spearman's rank correlation of each per-alpha measure with alpha, with its
+        two-sided permutation p-value (exact up to 7 alphas: the asymptotic one says 0 for
+        any monotone run of a few points): does the dial move it, in one direction? None for
+        a measure that stayed constant."""
+        from scipy.stats import permutation_test, spearmanr
 
         measures = [("mean_tokens", self.summary), ("mean_score", self.summary)]
         measures += [("rouge_l", self.summary), ("words", self.summary)]
@@ -87,7 +88,16 @@ class Sweep:
                 continue
             rho = p = None  # a measure that never changed has no rank correlation
             if len({v for _, v in points}) > 1:
-                rho, p = (round(float(x), 4) for x in spearmanr(*zip(*points, strict=True)))
+                x, y = zip(*points, strict=True)
+                # the measure's order permuted against alpha's: n! pairings, all of them
+                # (exact) up to 7 alphas, 9,999 random ones beyond
+                test = permutation_test(
+                    (y,),
+                    lambda y, x=x: spearmanr(x, y).statistic,
+                    permutation_type="pairings",
+                    rng=0,
+                )
+                rho, p = round(float(test.statistic), 4), round(float(test.pvalue), 4)
             rows.append({"measure": key, "spearman_rho": rho, "p_value": p, "alphas": len(points)})
         return rows
 
@@ -137,7 +147,9 @@ def _answer_rows(
         return generate_rows(run.model, run.tokenizer, rows, config, progress, engine)
     dtype = str(next(run.model.parameters()).dtype)
     signature = digest(cache.fingerprint, dataclasses.asdict(config), dtype, *dial)[:16]
-    row_keys = [digest(alpha, prompt)[:24] for alpha, prompt in keys]
+    # the position is part of a row's key: its seed is seed + position, and a prompt given
+    # twice is two rows
+    row_keys = [digest(i, alpha, prompt)[:24] for i, (alpha, prompt) in enumerate(keys)]
     done = {
         row["key"]: row["response"]
         for row in read_jsonl_rows(cache.path)

@@ -299,9 +299,9 @@ def encode_splits(
     tokenizer: PreTrainedTokenizerBase,
     train_data: PreferenceData,
     eval_data: PreferenceData,
-) -> tuple[list[PairExample], list[PairExample], int]:
+) -> tuple[list[PairExample], list[PairExample], tuple[int, int]]:
     """Training pairs, the held-out pairs scored (``--max-eval-examples``), and how many
-    pairs of both were dropped as longer than ``--max-length``."""
+    training and held-out pairs were dropped as longer than ``--max-length``."""
     chosen, rejected = train_data.chosen, train_data.rejected
     train_pairs, dropped = encode_pairs(
         train_data.records, tokenizer, chosen, rejected, config.max_length
@@ -319,7 +319,7 @@ def encode_splits(
         config.max_length,
         len(eval_pairs),
     )
-    return train_pairs, eval_pairs, dropped + eval_dropped
+    return train_pairs, eval_pairs, (dropped, eval_dropped)
 
 
 def fit_pairs(

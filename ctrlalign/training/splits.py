@@ -67,13 +67,16 @@ def load_splits(config: TrainConfig) -> tuple[PreferenceData, PreferenceData]:
 
 
 def data_metrics(
-    train_count: int, eval_count: int, dropped_too_long: int, data: PreferenceData
+    train_count: int, eval_count: int, dropped: tuple[int, int], data: PreferenceData
 ) -> dict:
-    """The counts every run reports: what trained, what was held out, what was dropped."""
+    """The counts every run reports: what trained, what was held out, what was dropped
+    (``dropped``: training and held-out examples over ``max_length``; the total is what
+    runs recorded before the training part was kept apart)."""
     return {
         "train_examples": train_count,
         "eval_examples": eval_count,
-        "dropped_too_long": dropped_too_long,
+        "dropped_too_long": sum(dropped),
+        "dropped_too_long_train": dropped[0],
         "dropped_while_loading": data.dropped,
         "stages": {},
     }

@@ -107,7 +107,7 @@ def fit_conditional(
         config.max_length,
         len(eval_enc.examples),
     )
-    dropped = train_enc.dropped_too_long + eval_enc.dropped_too_long
+    dropped = (train_enc.dropped_too_long, eval_enc.dropped_too_long)
     metrics = data_metrics(len(train_enc.examples), len(eval_enc.examples), dropped, train_data)
     collator = conditional_collator(config, tokenizer.pad_token_id)
     for stage in config.stage_list:
