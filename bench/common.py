@@ -322,15 +322,18 @@ def environment() -> dict:
 
 def source_commit() -> str | None:
     """The commit the benchmarked code comes from (the checkout or worktree this file is
-    in), ``-dirty`` when its tracked files differ from it; None outside a git checkout."""
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=40"],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
+    in), ``-dirty`` when its tracked files other than ``bench/results/`` differ from it (a
+    run of ``make bench`` rewrites earlier results, which changes no measured code); None
+    outside a git checkout."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
         return None
-    return done.stdout.strip()
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")
+    return head.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
 
 
 def run_header(benchmark: str, started: float) -> dict:
