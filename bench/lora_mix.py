@@ -81,9 +81,14 @@ def parse_args() -> argparse.Namespace:
 # ---- the replaced paths, as they were at commit 42155bc (only for the comparison) ----
 
 
-def old_token_logps(model, input_ids, attention_mask, labels, prefix_mask, preference_ids):
-    """``ControlledLM.token_logps`` before batched routing: one forward per preference."""
+def old_token_logps(model, input_ids, attention_mask, labels, prefix_mask, preference_ids, *packed):
+    """``ControlledLM.token_logps`` before batched routing: one forward per preference
+    (padded batches only: ``packed``, the packed layout's position ids, prefix blocks and
+    token preferences, must be None)."""
     from ctrlalign.model.logprobs import IGNORE_INDEX, lm_logits, response_logps
+
+    if any(part is not None for part in packed):
+        raise ValueError("the old path took padded batches only")
 
     head = partial(lm_logits, model.base)
     all_logps, all_rows = [], []

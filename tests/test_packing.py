@@ -11,7 +11,7 @@ import torch
 from conftest import big_init, fp32_sum_tolerance, loss_and_grads
 
 from ctrlalign.model.controlled_lm import ControlledLM
-from ctrlalign.model.layout import collate, collate_packed, encode, pack_rows
+from ctrlalign.model.layout import Example, collate, collate_packed, encode, pack_rows
 from ctrlalign.model.loading import load_model
 from ctrlalign.training import TrainConfig, train_any
 
@@ -115,7 +115,10 @@ def test_rows_fit_the_width_and_tokens_know_their_preference(controlled):
     rows = pack_rows(examples, width)
     assert sorted(id(e) for row in rows for e in row) == sorted(id(e) for e in examples)
     assert len(rows) < len(examples)
-    assert any(len({e.preference_id for e in row}) > 1 for row in rows), "rows mix preferences"
+    # rows follow the lengths alone: the same examples under one preference pack the same
+    same = [replace(e, preference_id=0) for e in examples]
+    lengths = [[len(e.input_ids) for e in row] for row in rows]
+    assert lengths == [[len(e.input_ids) for e in row] for row in pack_rows(same, width)]
     for row in rows:
         assert sum(len(e.input_ids) for e in row) <= width
     batch = collate_packed(examples, tok.pad_token_id, width)
@@ -157,3 +160,18 @@ def test_training_with_packing_takes_the_padded_runs_steps(train_config, scores_
     assert len(losses[True]) == len(losses[False]) == 6
     assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-5)
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_rows_are_balanced_when_that_narrows_the_batch():
+    """First-fit decreasing sets the number of rows; the same rows filled longest first into
+    the emptiest one are kept when their widest row is narrower (the batch's width), never
+    when a row would pass the width."""
+
+    def packed(lengths: list[int], width: int) -> list[list[int]]:
+        examples = [Example([0] * n, [0] * n, 0, 0) for n in lengths]
+        return [[len(e.input_ids) for e in row] for row in pack_rows(examples, width)]
+
+    # first fit: [300, 200] and [150, 150, 100], 500 wide; balanced: 450 wide
+    assert packed([150, 300, 100, 200, 150], 512) == [[300, 150], [200, 150, 100]]
+    # balanced would put 5 + 3 + 3 = 11 in a row of 10: first fit, 10 wide, stays
+    assert packed([5, 5, 4, 3, 3], 10) == [[5, 5], [4, 3, 3]]
