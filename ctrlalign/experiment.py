@@ -44,7 +44,7 @@ from ctrlalign.evaluation.controllability import (
     evaluate_controllability,
     write_controllability,
 )
-from ctrlalign.evaluation.eval_data import load_eval_set, prompts_trained_on
+from ctrlalign.evaluation.eval_data import eval_set_apart_from_training
 from ctrlalign.evaluation.judges import (
     JudgeOptions,
     build_judge,
@@ -260,11 +260,8 @@ def _check_before_training(
     prompt some run will train on."""
     data = spec["data"]["eval"]
     splits = [(c.data, c.eval_fraction, c.seed) for c in configs.values()]
-    exclude, notes = prompts_trained_on(splits)
     refuse = not options.leave_out_trained
-    if refuse and notes:  # prompts that cannot be read cannot be checked
-        raise EvaluationSetupError("; ".join(notes))
-    eval_set = load_eval_set(data, options.max_examples, exclude, refuse_overlap=refuse)
+    eval_set, _ = eval_set_apart_from_training(data, options.max_examples, splits, refuse)
     if options.rouge and not eval_set.has_references:
         missing = sum(not r.reference for r in eval_set.records)
         raise EvaluationSetupError(

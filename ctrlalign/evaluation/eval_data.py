@@ -40,6 +40,21 @@ def prompts_trained_on(splits: Iterable[tuple[str, float, int]]) -> tuple[set[Tu
     return seen, notes
 
 
+def eval_set_apart_from_training(
+    spec: str,
+    max_examples: int | None,
+    splits: Iterable[tuple[str, float, int]],
+    refuse_overlap: bool,
+) -> tuple[EvalSet, list[str]]:
+    """``load_eval_set`` without (or, ``refuse_overlap``, refusing) the training prompts of
+    ``splits``, and the notes of training data that could not be read; with
+    ``refuse_overlap`` those are an error too, as an overlap could not be checked."""
+    exclude, notes = prompts_trained_on(splits)
+    if refuse_overlap and notes:
+        raise DataError("; ".join(notes))
+    return load_eval_set(spec, max_examples, exclude, refuse_overlap), notes
+
+
 @dataclass(frozen=True)
 class EvalSet:
     """The prompts to answer; ``seen_in_training`` counts prompts left out for that reason."""

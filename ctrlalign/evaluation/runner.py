@@ -21,7 +21,7 @@ import torch
 
 from ctrlalign.data.io import output_lock, write_jsonl
 from ctrlalign.data.records import Record, judge_prompt
-from ctrlalign.evaluation.eval_data import EvalSet, load_eval_set, prompts_trained_on
+from ctrlalign.evaluation.eval_data import EvalSet, eval_set_apart_from_training
 from ctrlalign.evaluation.generations import (
     GenerationSettings,
     GenerationStore,
@@ -158,11 +158,8 @@ def prepare(
     if not judges:
         raise EvaluationSetupError(f"no judge: pass --judge {judge_usages()} (repeatable)")
     refs = _read_runs(runs, baseline)
-    exclude, notes = prompts_trained_on(_training_splits(refs))
-    if notes and not options.leave_out_trained:  # prompts that cannot be read cannot be checked
-        raise EvaluationSetupError("; ".join(notes))
-    eval_set = load_eval_set(
-        data, options.max_examples, exclude, refuse_overlap=not options.leave_out_trained
+    eval_set, notes = eval_set_apart_from_training(
+        data, options.max_examples, _training_splits(refs), not options.leave_out_trained
     )
     rouge = eval_set.has_references if options.rouge is None else options.rouge
     if rouge and not eval_set.has_references:
