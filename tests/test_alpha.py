@@ -297,6 +297,13 @@ def test_alpha_sweep_scores_prompts_with_references(runs, tmp_path, capsys):
     with open(out / "trends.csv") as fh:
         measures = {r["measure"] for r in csv.DictReader(fh)}
     assert {"rouge_l", "words", "mean_tokens"} <= measures
+    # --prompt texts have no reference: refused beside a file that has them
+    mixed = tmp_path / "mixed"
+    assert (
+        main([*argv, "3", "--prompts", str(prompts), "--prompt", "Hi!", "--output", str(mixed)])
+        == 2
+    )
+    assert "--prompt texts have none" in capsys.readouterr().err and not mixed.exists()
     rows[1].pop("reference")
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     refused = tmp_path / "refused"

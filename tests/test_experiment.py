@@ -214,6 +214,16 @@ def test_eval_data_is_checked_before_any_training(tmp_path, monkeypatch, problem
     assert counters.trained == [] and not out.exists()
 
 
+def test_eval_data_is_refused_for_a_controllability_file(tmp_path):
+    """A controllability experiment answers no evaluation prompts: --eval-data there is an
+    error naming the flag and the file, before any training."""
+    path = ROOT / "experiments" / "composition.yaml"
+    out = tmp_path / "out"
+    with pytest.raises(ExperimentError, match=re.escape(f"--eval-data: {path} measures")):
+        run_experiment(path, out, scale="small", eval_data="prompts:posts.jsonl")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "experiments").glob("*.yaml")))
 def test_shipped_experiments_are_valid(name, tmp_path):
     """Every shipped file and scale parses into valid training configs and judges."""
