@@ -87,8 +87,12 @@ bench: $(STAMP)
 	$(PY) bench/train_throughput.py --batch 16 --accumulation 2 --steps 3 --rounds 2 --threads 2 \
 	  --levels 8 --only trl-sft-padfree lora-step2 lora-step2-packed lora-step2-packed-ckpt \
 	  soft-prompt-step2-packed --output bench/results/train_throughput_b16_k8.json
+	$(PY) bench/train_throughput.py --batch 4 --steps 3 --rounds 2 --threads 1 \
+	  --only trl-sft prompt-step2 soft-prompt-step1 soft-prompt-step2 lora-step1 lora-step2 \
+	  --output bench/results/train_throughput.json
 	$(PY) bench/matmul_floor.py --repeats 3 --against bench/results/train_throughput_b8.json \
-	  bench/results/train_throughput_b16_k8.json bench/results/train_throughput_b8_bf16.json
+	  bench/results/train_throughput_b16_k8.json bench/results/train_throughput_b8_bf16.json \
+	  bench/results/train_throughput.json
 
 # The serving-engines figures of docs/benchmarks.md: ctrlalign on vLLM against plain vLLM and
 # the builtin engine (about 9 minutes alone on 2 cores, in the environment serve-env builds).

@@ -130,16 +130,52 @@ class BatchCount:
     tokens: int  # non-pad tokens (attention mask ones), control positions excluded
     loss_tokens: int  # tokens that carry loss (response tokens and their end-of-turn)
     padded: int  # batch rows x padded width
+    examples: tuple[str, ...] = ()  # the bench's ids of the examples it holds, in batch order
+
+
+#: the dataset column carrying a bench example id through TRL's tokenization to its collator
+EXAMPLE_ID = "example_id"
+
+
+def example_id(record: int, preference: str) -> str:
+    """One training example's id: its record's position in the selection, and its response.
+    Every trainer of a bench builds its examples from the same records, so equal ids in a
+    step mean the same text."""
+    return f"{record}:{preference}"
+
+
+def id_from_column(example: dict) -> str:
+    """The id a TRL dataset row carries in ``EXAMPLE_ID``, taken out so that TRL's collator
+    sees only its own columns."""
+    return example.pop(EXAMPLE_ID)
+
+
+def id_by_object(examples: list, ids: list[str]):
+    """Ids of example objects our trainers collate as they are (not copies): looked up by
+    identity, so the examples need no field of the bench's."""
+    table = {id(example): i for example, i in zip(examples, ids, strict=True)}
+    return lambda example: table[id(example)]
+
+
+def keep_id_column(trainer) -> None:
+    """TRL keeps only the model's columns for its collator; the bench's ids must survive."""
+    if EXAMPLE_ID not in trainer.train_dataset.column_names:
+        raise RuntimeError(f"TRL's preprocessing dropped the {EXAMPLE_ID!r} column")
+    trainer._set_signature_columns_if_needed()
+    trainer._signature_columns = [*trainer._signature_columns, EXAMPLE_ID]
 
 
 class CountingCollator:
-    """Wraps a data collator and records what every batch it builds holds."""
+    """Wraps a data collator and records what every batch it builds holds; ``identify``
+    names each example (``id_from_column``, ``id_by_object``)."""
 
-    def __init__(self, collator, log: list[BatchCount]):
+    def __init__(self, collator, log: list[BatchCount], identify=None):
         self.collator = collator
         self.log = log
+        self.identify = identify
 
     def __call__(self, examples):
+        names = tuple(self.identify(e) for e in examples) if self.identify else ()
         batch = self.collator(examples)
         ids, labels = batch["input_ids"], batch["labels"]
         mask = batch.get("attention_mask")
@@ -149,7 +185,7 @@ class CountingCollator:
         tokens -= int(prefix.sum()) if prefix is not None else 0
         # labels sit on the input positions; position t is predicted from t - 1
         loss_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
-        self.log.append(BatchCount(tokens, loss_tokens, ids.numel()))
+        self.log.append(BatchCount(tokens, loss_tokens, ids.numel(), names))
         return batch
 
 
@@ -237,6 +273,7 @@ class StepMeter(TrainerCallback):
                     sum(b.tokens for b in part),
                     sum(b.loss_tokens for b in part),
                     sum(b.padded for b in part),
+                    tuple(i for b in part for i in b.examples),
                 )
             )
         marks = [self.train_begin, *self.step_ends][: steps + 1]
@@ -257,6 +294,7 @@ class StepMeter(TrainerCallback):
             "step_seconds": [round(w, 3) for w in wall],
             "step_tokens": [b.tokens for b in counts[:steps]],
             "step_response_tokens": [b.loss_tokens for b in counts[:steps]],
+            "step_example_ids": [list(b.examples) for b in counts[:steps]],
             "timed_seconds": round(seconds, 3),
             "timed_tokens": tokens,
             "timed_response_tokens": loss_tokens,
@@ -275,9 +313,10 @@ class StepMeter(TrainerCallback):
         }
 
 
-def instrument(trainer, meter: StepMeter):
-    """Count every batch the trainer collates and time its steps; returns the trainer."""
-    trainer.data_collator = CountingCollator(trainer.data_collator, meter.batches)
+def instrument(trainer, meter: StepMeter, identify=None):
+    """Count every batch the trainer collates, naming its examples with ``identify``, and
+    time its steps; returns the trainer."""
+    trainer.data_collator = CountingCollator(trainer.data_collator, meter.batches, identify)
     return add_callbacks(trainer, meter)
 
 
@@ -487,6 +526,15 @@ def run_rounds(
         best["disturbed_tries"] = len(tries) - len(quiet_runs)
         configs[name] = best
     return configs
+
+
+def same_examples(configs: dict[str, dict]) -> dict:
+    """Whether every configuration's kept round trained on the same examples, step by step
+    (warm-up steps included): the precondition of any ratio between them."""
+    steps = {name: r["step_example_ids"] for name, r in configs.items()}
+    first = next(iter(steps), None)
+    differ = [name for name, ids in steps.items() if ids != steps[first]]
+    return {"all_equal": not differ, "compared_with": first, "differ": differ}
 
 
 def write_json_atomic(path: Path, data: dict) -> Path:

@@ -34,11 +34,13 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 from common import (
+    EXAMPLE_ID,
     HH_TEST,
     REPO,
     BatchCount,
@@ -46,10 +48,15 @@ from common import (
     StepMeter,
     add_callbacks,
     add_quiet_arguments,
+    example_id,
+    id_by_object,
+    id_from_column,
+    keep_id_column,
     quiet_from,
     require_file,
     run_header,
     run_rounds,
+    same_examples,
     write_json_atomic,
 )
 
@@ -105,15 +112,22 @@ def select_records(args: argparse.Namespace, tokenizer):
 
 
 class PairCounter:
-    """Wraps a pair collator; records the full-sequence tokens of every batch it builds."""
+    """Wraps a pair collator; records the full-sequence tokens of every batch it builds and
+    the ids of its pairs (``identify``: ``common.id_from_column``, ``common.id_by_object``)."""
 
-    def __init__(self, collator, meter: StepMeter, count):
-        self.collator, self.meter, self.count = collator, meter, count
+    def __init__(self, collator, meter: StepMeter, count, identify):
+        self.collator, self.meter, self.count, self.identify = collator, meter, count, identify
 
     def __call__(self, examples):
+        ids = tuple(self.identify(e) for e in examples)
         batch = self.collator(examples)
-        self.meter.batches.append(self.count(batch))
+        self.meter.batches.append(replace(self.count(batch), examples=ids))
         return batch
+
+
+def pair_ids(records) -> list[str]:
+    """One pair per record, in selection order, for both trainers."""
+    return [example_id(i, "pair") for i in range(len(records))]
 
 
 def count_trl(batch) -> BatchCount:
@@ -140,8 +154,9 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
             "prompt": r.chat,
             "chosen": [{"role": "assistant", "content": r.responses[data.chosen]}],
             "rejected": [{"role": "assistant", "content": r.responses[data.rejected]}],
+            EXAMPLE_ID: pair,
         }
-        for r in records
+        for r, pair in zip(records, pair_ids(records), strict=True)
     ]
     config = DPOConfig(
         output_dir=str(out_dir),
@@ -173,8 +188,9 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
         model=lm, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
     )
     setup_seconds = time.perf_counter() - started
+    keep_id_column(trainer)
     meter = meter_for(args)
-    trainer.data_collator = PairCounter(trainer.data_collator, meter, count_trl)
+    trainer.data_collator = PairCounter(trainer.data_collator, meter, count_trl, id_from_column)
     add_callbacks(trainer, meter)
     trainer.train()
     info = {
@@ -233,7 +249,8 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     class BenchTrainer(PairTrainer):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
-            self.data_collator = PairCounter(self.data_collator, meter, count_ours)
+            identify = id_by_object(pairs, pair_ids(records))
+            self.data_collator = PairCounter(self.data_collator, meter, count_ours, identify)
             add_callbacks(self, meter)
 
     objective = PairPreferenceObjective(model, BETA)
@@ -332,6 +349,7 @@ def main() -> None:
             "delta = minus RSS at on_train_begin; each trainer in a fresh process",
         },
         "configs": configs,
+        "same_examples": same_examples(configs),
         "ratio": {
             "value": round(ratio, 3),
             "value_cpu": round(ours["tokens_per_cpu_s"] / trl["tokens_per_cpu_s"], 3),

@@ -58,16 +58,22 @@ from pathlib import Path
 
 import torch
 from common import (
+    EXAMPLE_ID,
     HH_TEST,
     REPO,
     ProfileStep,
     StepMeter,
     add_quiet_arguments,
+    example_id,
+    id_by_object,
+    id_from_column,
     instrument,
+    keep_id_column,
     quiet_from,
     require_file,
     run_header,
     run_rounds,
+    same_examples,
     write_json_atomic,
 )
 
@@ -198,6 +204,11 @@ def select_records(args: argparse.Namespace, tokenizer, scratch: Path):
     return scored.preferences, scored.records
 
 
+def example_ids(records) -> list[str]:
+    """Every trainer's examples in the order both build them: per record, its responses."""
+    return [example_id(i, key) for i, record in enumerate(records) for key in record.responses]
+
+
 # ----------------------------------------------------------------------------- workers
 
 
@@ -265,7 +276,7 @@ def run_ours(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMe
     class BenchTrainer(ControlTrainer):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
-            instrument(self, meter)
+            instrument(self, meter, id_by_object(encoded.examples, example_ids(records)))
 
     metrics = run_stage(
         ConditionalLMObjective(model),
@@ -313,6 +324,8 @@ def run_trl(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMet
         for record in records
         for text in record.responses.values()
     ]
+    for row, row_id in zip(rows, example_ids(records), strict=True):
+        row[EXAMPLE_ID] = row_id
     sft = SFTConfig(
         output_dir=str(out_dir),
         per_device_train_batch_size=args.batch // args.accumulation,
@@ -345,8 +358,9 @@ def run_trl(args: argparse.Namespace, name: str, out_dir: Path) -> tuple[StepMet
     longest = max(len(ids) for ids in trainer.train_dataset["input_ids"])
     if longest > args.max_length:
         raise RuntimeError(f"TRL would truncate: longest example {longest} > {args.max_length}")
+    keep_id_column(trainer)
     meter = meter_for(args)
-    instrument(trainer, meter)
+    instrument(trainer, meter, id_from_column)
     trainer.train()
     info = {
         "trainer": "trl.SFTTrainer",
@@ -484,6 +498,10 @@ def table(results: dict) -> str:
             f"| {r['tokens_per_cpu_s']:.1f} | {r['other_processes_cpu_share']:.0%} "
             f"| {r['rss_peak_delta_mib']:.0f} |"
         )
+    same = results.get("same_examples")
+    if same:
+        differ = ", ".join(same["differ"]) or "none"
+        rows += ["", f"Same examples in every step as {same['compared_with']}: differ: {differ}"]
     rows += [
         "",
         "| control | ratio | compared | target | wall-clock value | met | CPU-time value | met |",
@@ -547,7 +565,8 @@ def main() -> None:
             "tokens": "non-pad tokens per optimizer step (attention-mask ones) without control "
             "positions (soft-prompt or hand-written prefix), the same text for every trainer",
             "example_order": "file order for every trainer (train_sampling_strategy="
-            "'sequential', which ours honours): step_response_tokens show the same examples",
+            "'sequential', which ours honours); step_example_ids name every step's examples "
+            "(record position in the selection : response), same_examples compares them",
             "response_tokens": "tokens carrying loss (response + end of turn)",
             "timed_step": "end of previous optimizer step to end of this one (fetch, collate, "
             "forward, backward, clip, optimizer, scheduler, logging)",
@@ -556,6 +575,7 @@ def main() -> None:
             "each configuration runs in a fresh process",
         },
         "configs": configs,
+        "same_examples": same_examples(configs),
         "ratios": ratios(configs),
     }
     write_json_atomic(args.output, results)

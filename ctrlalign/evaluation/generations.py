@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,45 +131,68 @@ class GenerationStore:
 
         ``loaded`` is the run's model, needed only when something is missing.
         """
-        cached = self.cached(run, temperature)
         size = self.settings.batch_size
-        todo = [
-            start
-            for start in range(0, len(records), size)
-            if any(prompt_key(r) not in cached for r in records[start : start + size])
-        ]
-        path = self.path(run, temperature)
-        signature = self._signature(run, temperature)
-        for start in tqdm(todo, desc=f"{run.name} t={temperature:g}", disable=not todo):
+
+        def answer(start: int, stop: int) -> list[str]:
             if loaded is None:
                 raise ValueError(f"answers for {run.name} are missing and no model was loaded")
-            batch = records[start : start + size]
             config = GenerationConfig(
                 max_new_tokens=self.settings.max_new_tokens,
                 temperature=temperature,
                 seed=self.settings.seed + start,
                 batch_size=size,
             )
-            texts = generate(
-                loaded.model,
-                loaded.tokenizer,
-                [r.chat for r in batch],
-                run.preference,
-                config,
-                engine=engine,
+            chats = [r.chat for r in records[start:stop]]
+            return generate(
+                loaded.model, loaded.tokenizer, chats, run.preference, config, engine=engine
             )
-            rows = [
-                {
-                    "key": prompt_key(record),
-                    "signature": signature,
-                    "prompt": record.prompt_text,
-                    "response": text,
-                }
-                for record, text in zip(batch, texts, strict=True)
-            ]
-            append_jsonl(path, rows)
-            cached |= {row["key"]: row["response"] for row in rows}
-        return [cached[prompt_key(record)] for record in records]
+
+        return answers_by_block(
+            self.path(run, temperature),
+            self._signature(run, temperature),
+            [prompt_key(record) for record in records],
+            size,
+            answer,
+            lambda i: {"prompt": records[i].prompt_text},
+            desc=f"{run.name} t={temperature:g}",
+        )
+
+
+def answers_by_block(
+    path: Path,
+    signature: str,
+    keys: Sequence[str],
+    size: int,
+    answer: Callable[[int, int], list[str]],
+    fields: Callable[[int], dict] = lambda i: {},
+    desc: str = "answers",
+    progress: bool = True,
+) -> list[str]:
+    """The answer of every key, from ``path`` (JSON lines) where a row of the same
+    ``signature`` holds it, else from ``answer(start, stop)`` over the block of ``size``
+    keys it falls in, appended to ``path`` block by block (with ``fields(i)`` beside) so a
+    killed run keeps what it answered. Blocks, not single rows: a block's sampling seed
+    follows its start, so answering only missing rows would change what is sampled."""
+    done = {
+        row["key"]: row["response"]
+        for row in read_jsonl_rows(path)
+        if row.get("signature") == signature
+    }
+    starts = [
+        start
+        for start in range(0, len(keys), size)
+        if any(key not in done for key in keys[start : start + size])
+    ]
+    for start in tqdm(starts, desc=desc, disable=not progress or not starts):
+        part = range(start, min(start + size, len(keys)))
+        texts = answer(part.start, part.stop)
+        fresh = [
+            {"key": keys[i], "signature": signature, **fields(i), "response": text}
+            for i, text in zip(part, texts, strict=True)
+        ]
+        append_jsonl(path, fresh)
+        done |= {row["key"]: row["response"] for row in fresh}
+    return [done[key] for key in keys]
 
 
 def generate_all(

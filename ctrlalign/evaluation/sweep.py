@@ -24,12 +24,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.data import PreferenceData
-from ctrlalign.data.io import append_jsonl, read_jsonl_rows, write_atomic, write_jsonl
-from ctrlalign.evaluation.generations import RunRef, digest
+from ctrlalign.data.io import write_atomic, write_jsonl
+from ctrlalign.evaluation.generations import RunRef, answers_by_block, digest
 from ctrlalign.evaluation.report import save_png
 from ctrlalign.evaluation.rouge import PairedDifference, rouge
 from ctrlalign.evaluation.verdicts import bootstrap_mean
@@ -147,33 +146,23 @@ def _answer_rows(
         return generate_rows(run.model, run.tokenizer, rows, config, progress, engine)
     dtype = str(next(run.model.parameters()).dtype)
     signature = digest(cache.fingerprint, dataclasses.asdict(config), dtype, *dial)[:16]
+
+    def answer(start: int, stop: int) -> list[str]:
+        block = dataclasses.replace(config, seed=config.seed + start)
+        return generate_rows(run.model, run.tokenizer, rows[start:stop], block, False, engine)
+
     # the position is part of a row's key: its seed is seed + position, and a prompt given
     # twice is two rows
-    row_keys = [digest(i, alpha, prompt)[:24] for i, (alpha, prompt) in enumerate(keys)]
-    done = {
-        row["key"]: row["response"]
-        for row in read_jsonl_rows(cache.path)
-        if row.get("signature") == signature
-    }
-    size = config.batch_size * BLOCK_BATCHES
-    starts = [
-        start
-        for start in range(0, len(rows), size)
-        if any(key not in done for key in row_keys[start : start + size])
-    ]
-    for start in tqdm(starts, desc="alpha sweep (blocks)", disable=not progress or not starts):
-        block = dataclasses.replace(config, seed=config.seed + start)
-        part = range(start, min(start + size, len(rows)))
-        texts = generate_rows(
-            run.model, run.tokenizer, [rows[i] for i in part], block, False, engine
-        )
-        fresh = [
-            {"key": row_keys[i], "signature": signature, "alpha": keys[i][0], "response": text}
-            for i, text in zip(part, texts, strict=True)
-        ]
-        append_jsonl(cache.path, fresh)
-        done |= {row["key"]: row["response"] for row in fresh}
-    return [done[key] for key in row_keys]
+    return answers_by_block(
+        cache.path,
+        signature,
+        [digest(i, alpha, prompt)[:24] for i, (alpha, prompt) in enumerate(keys)],
+        config.batch_size * BLOCK_BATCHES,
+        answer,
+        lambda i: {"alpha": keys[i][0]},
+        desc="alpha sweep (blocks)",
+        progress=progress,
+    )
 
 
 def prompt_text(prompt: str | Sequence[dict]) -> str:
