@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +136,8 @@ class BatchCount:
 
 #: the dataset column carrying a bench example id through TRL's tokenization to its collator
 EXAMPLE_ID = "example_id"
+#: names one example as a collator receives it (``id_from_column``, ``id_by_object``)
+Identify = Callable[[object], str]
 
 
 def example_id(record: int, preference: str) -> str:
@@ -150,7 +153,7 @@ def id_from_column(example: dict) -> str:
     return example.pop(EXAMPLE_ID)
 
 
-def id_by_object(examples: list, ids: list[str]):
+def id_by_object(examples: list, ids: list[str]) -> Identify:
     """Ids of example objects our trainers collate as they are (not copies): looked up by
     identity, so the examples need no field of the bench's."""
     table = {id(example): i for example, i in zip(examples, ids, strict=True)}
@@ -169,7 +172,7 @@ class CountingCollator:
     """Wraps a data collator and records what every batch it builds holds; ``identify``
     names each example (``id_from_column``, ``id_by_object``)."""
 
-    def __init__(self, collator, log: list[BatchCount], identify=None):
+    def __init__(self, collator, log: list[BatchCount], identify: Identify | None = None):
         self.collator = collator
         self.log = log
         self.identify = identify
@@ -313,7 +316,7 @@ class StepMeter(TrainerCallback):
         }
 
 
-def instrument(trainer, meter: StepMeter, identify=None):
+def instrument(trainer, meter: StepMeter, identify: Identify | None = None):
     """Count every batch the trainer collates, naming its examples with ``identify``, and
     time its steps; returns the trainer."""
     trainer.data_collator = CountingCollator(trainer.data_collator, meter.batches, identify)

@@ -44,6 +44,7 @@ from common import (
     HH_TEST,
     REPO,
     BatchCount,
+    Identify,
     ProfileStep,
     StepMeter,
     add_callbacks,
@@ -115,7 +116,7 @@ class PairCounter:
     """Wraps a pair collator; records the full-sequence tokens of every batch it builds and
     the ids of its pairs (``identify``: ``common.id_from_column``, ``common.id_by_object``)."""
 
-    def __init__(self, collator, meter: StepMeter, count, identify):
+    def __init__(self, collator, meter: StepMeter, count, identify: Identify):
         self.collator, self.meter, self.count, self.identify = collator, meter, count, identify
 
     def __call__(self, examples):
