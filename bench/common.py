@@ -2,11 +2,11 @@
 
 A benchmark measures each configuration in its own child process (``run_worker``) so that
 memory figures start from a clean allocator and one configuration's leftovers cannot slow
-or flatter the next. Inside a child, ``instrument(trainer, meter)`` hooks a
+or flatter the next. Inside a child, ``instrument(trainer, meter, identify)`` hooks a
 ``transformers.Trainer`` (ours or TRL's) without changing what it computes:
 
 - the data collator is wrapped to count, per batch, the real (non-pad) tokens, the tokens
-  that carry loss and the padded size;
+  that carry loss and the padded size, and to name the examples it holds;
 - a ``TrainerCallback`` records the wall and process-CPU clock at the end of every
   optimizer step, and starts / stops an RSS sampler around the step loop.
 
@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -168,27 +168,39 @@ def keep_id_column(trainer) -> None:
     trainer._signature_columns = [*trainer._signature_columns, EXAMPLE_ID]
 
 
-class CountingCollator:
-    """Wraps a data collator and records what every batch it builds holds; ``identify``
-    names each example (``id_from_column``, ``id_by_object``)."""
+def count_lm_batch(batch: dict) -> BatchCount:
+    """What a conditional-LM batch holds (ours and TRL's SFT alike)."""
+    ids, labels = batch["input_ids"], batch["labels"]
+    mask = batch.get("attention_mask")
+    tokens = int(mask.sum()) if mask is not None else ids.numel()
+    # control positions (a soft prompt, a hand-written prefix) are not the text's tokens
+    prefix = batch.get("prefix_mask")
+    tokens -= int(prefix.sum()) if prefix is not None else 0
+    # labels sit on the input positions; position t is predicted from t - 1
+    loss_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
+    return BatchCount(tokens, loss_tokens, ids.numel())
 
-    def __init__(self, collator, log: list[BatchCount], identify: Identify | None = None):
+
+class CountingCollator:
+    """Wraps a data collator and records what every batch it builds holds (``count``) and
+    which examples (``identify``: ``id_from_column``, ``id_by_object``)."""
+
+    def __init__(
+        self,
+        collator,
+        log: list[BatchCount],
+        identify: Identify,
+        count: Callable[[dict], BatchCount] = count_lm_batch,
+    ):
         self.collator = collator
         self.log = log
         self.identify = identify
+        self.count = count
 
     def __call__(self, examples):
-        names = tuple(self.identify(e) for e in examples) if self.identify else ()
+        names = tuple(self.identify(e) for e in examples)
         batch = self.collator(examples)
-        ids, labels = batch["input_ids"], batch["labels"]
-        mask = batch.get("attention_mask")
-        tokens = int(mask.sum()) if mask is not None else ids.numel()
-        # control positions (a soft prompt, a hand-written prefix) are not the text's tokens
-        prefix = batch.get("prefix_mask")
-        tokens -= int(prefix.sum()) if prefix is not None else 0
-        # labels sit on the input positions; position t is predicted from t - 1
-        loss_tokens = int((labels[:, 1:] != IGNORE_INDEX).sum())
-        self.log.append(BatchCount(tokens, loss_tokens, ids.numel(), names))
+        self.log.append(replace(self.count(batch), examples=names))
         return batch
 
 
@@ -316,10 +328,15 @@ class StepMeter(TrainerCallback):
         }
 
 
-def instrument(trainer, meter: StepMeter, identify: Identify | None = None):
-    """Count every batch the trainer collates, naming its examples with ``identify``, and
-    time its steps; returns the trainer."""
-    trainer.data_collator = CountingCollator(trainer.data_collator, meter.batches, identify)
+def instrument(
+    trainer,
+    meter: StepMeter,
+    identify: Identify,
+    count: Callable[[dict], BatchCount] = count_lm_batch,
+):
+    """Count every batch the trainer collates (``count``), naming its examples with
+    ``identify``, and time its steps; returns the trainer."""
+    trainer.data_collator = CountingCollator(trainer.data_collator, meter.batches, identify, count)
     return add_callbacks(trainer, meter)
 
 

@@ -34,7 +34,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -44,14 +43,13 @@ from common import (
     HH_TEST,
     REPO,
     BatchCount,
-    Identify,
     ProfileStep,
     StepMeter,
-    add_callbacks,
     add_quiet_arguments,
     example_id,
     id_by_object,
     id_from_column,
+    instrument,
     keep_id_column,
     quiet_from,
     require_file,
@@ -110,20 +108,6 @@ def select_records(args: argparse.Namespace, tokenizer):
         if len(records) == wanted:
             return data, records
     sys.exit(f"error: not enough HH-RLHF pairs fit in --max-length {args.max_length}")
-
-
-class PairCounter:
-    """Wraps a pair collator; records the full-sequence tokens of every batch it builds and
-    the ids of its pairs (``identify``: ``common.id_from_column``, ``common.id_by_object``)."""
-
-    def __init__(self, collator, meter: StepMeter, count, identify: Identify):
-        self.collator, self.meter, self.count, self.identify = collator, meter, count, identify
-
-    def __call__(self, examples):
-        ids = tuple(self.identify(e) for e in examples)
-        batch = self.collator(examples)
-        self.meter.batches.append(replace(self.count(batch), examples=ids))
-        return batch
 
 
 def pair_ids(records) -> list[str]:
@@ -191,8 +175,7 @@ def run_trl(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     setup_seconds = time.perf_counter() - started
     keep_id_column(trainer)
     meter = meter_for(args)
-    trainer.data_collator = PairCounter(trainer.data_collator, meter, count_trl, id_from_column)
-    add_callbacks(trainer, meter)
+    instrument(trainer, meter, id_from_column, count_trl)
     trainer.train()
     info = {
         "trainer": "trl.DPOTrainer",
@@ -250,9 +233,7 @@ def run_ours(args: argparse.Namespace, out_dir: Path) -> tuple[StepMeter, dict]:
     class BenchTrainer(PairTrainer):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
-            identify = id_by_object(pairs, pair_ids(records))
-            self.data_collator = PairCounter(self.data_collator, meter, count_ours, identify)
-            add_callbacks(self, meter)
+            instrument(self, meter, id_by_object(pairs, pair_ids(records)), count_ours)
 
     objective = PairPreferenceObjective(model, BETA)
     params = list(model.parameters())

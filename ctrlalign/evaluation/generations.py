@@ -111,9 +111,7 @@ class GenerationStore:
 
     def cached(self, run: RunRef, temperature: float) -> dict[str, str]:
         """prompt key -> answer for rows of this exact run and settings (torn lines skipped)."""
-        signature = self._signature(run, temperature)
-        rows = read_jsonl_rows(self.path(run, temperature))
-        return {row["key"]: row["response"] for row in rows if row.get("signature") == signature}
+        return cached_answers(self.path(run, temperature), self._signature(run, temperature))
 
     def missing(self, run: RunRef, temperature: float, records: Sequence[Record]) -> bool:
         cached = self.cached(run, temperature)
@@ -158,6 +156,12 @@ class GenerationStore:
         )
 
 
+def cached_answers(path: Path, signature: str) -> dict[str, str]:
+    """key -> answer of the rows in ``path`` made under ``signature`` (torn lines skipped)."""
+    rows = read_jsonl_rows(path)
+    return {row["key"]: row["response"] for row in rows if row.get("signature") == signature}
+
+
 def answers_by_block(
     path: Path,
     signature: str,
@@ -173,11 +177,7 @@ def answers_by_block(
     keys it falls in, appended to ``path`` block by block (with ``fields(i)`` beside) so a
     killed run keeps what it answered. Blocks, not single rows: a block's sampling seed
     follows its start, so answering only missing rows would change what is sampled."""
-    done = {
-        row["key"]: row["response"]
-        for row in read_jsonl_rows(path)
-        if row.get("signature") == signature
-    }
+    done = cached_answers(path, signature)
     starts = [
         start
         for start in range(0, len(keys), size)
