@@ -1,5 +1,6 @@
 """An interrupted stage resumes from its last checkpoint and ends where an uninterrupted
-run ends; a finished stage is loaded, not retrained."""
+run ends; a finished stage is loaded, not retrained; a run's time and peak memory count
+every sitting."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from transformers import TrainerCallback
 from ctrlalign.data import load_preference_data
 from ctrlalign.model.layout import collate, encode_records
 from ctrlalign.training import conditional, stage
-from ctrlalign.training.checkpoints import STAGE_DONE_FILE, TRAINABLE_FILE
+from ctrlalign.training.checkpoints import STAGE_DONE_FILE, TRAINABLE_FILE, read_record
 from ctrlalign.training.objectives import ConditionalLMObjective
 from ctrlalign.training.stage import run_stage
 from ctrlalign.training.trainer import ControlTrainer, training_arguments
@@ -149,12 +150,28 @@ def test_interrupted_meet_run_resumes_with_same_output_dir(
     assert seen["first"].seen == [1, 2, 3, 4] and seen["second"].seen == [1, 2]
     assert not (out / "run.yaml").exists(), "an interrupted run must not look finished"
 
+    # what the first sitting measured and a second cannot: the first step's metrics, the
+    # second step's seconds up to its checkpoint
+    first = read_record(out / "checkpoints" / "first" / STAGE_DONE_FILE)
+    before = read_record(out / "checkpoints" / "second" / "checkpoint-2" / TRAINABLE_FILE)
+    assert first["seconds"] > 0 and first["log_history"][-1]["step"] == 4
+    assert before["seconds"] > 0
+
     interrupt = False
     conditional.train(config(out))
     assert seen["first"].seen == [], "the finished first step must be loaded, not retrained"
     assert seen["second"].seen == [3, 4]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["stages"]["first"]["resumed_finished_stage"] is True
+    stages = metrics["stages"]
+    assert stages["first"]["resumed_finished_stage"] is True
+    for key in ("seconds", "train_runtime", "log_history", "peak_rss_gib"):
+        assert stages["first"][key] == first[key], key
+    assert stages["first"]["seconds_earlier_sittings"] == first["seconds"]
+    assert stages["second"]["seconds_earlier_sittings"] == round(before["seconds"], 1)
+    assert stages["second"]["seconds"] > stages["second"]["seconds_earlier_sittings"]
+    # this sitting's time plus both earlier parts (each rounded to 0.1 s)
+    assert metrics["seconds"] >= first["seconds"] + stages["second"]["seconds"] - 0.2
+    assert metrics["peak_rss_gib"] >= first["peak_rss_gib"]
     final = load_file(str(out / "checkpoints" / "second" / STAGE_DONE_FILE))
     assert set(final) == set(reference)
     for name, value in reference.items():

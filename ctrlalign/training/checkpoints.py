@@ -6,15 +6,21 @@ KB for a soft prompt instead of the whole model) in ``trainable.safetensors`` pl
 Trainer's optimizer, scheduler and RNG state, which is what ``resume_from_checkpoint``
 needs. A marker file written after the last file makes a checkpoint whole; a finished
 stage leaves ``final.safetensors``.
+
+Both files carry, in their safetensors metadata, what a later sitting cannot measure again:
+a checkpoint the seconds its stage had trained, a finished stage its metrics. A run that
+takes several sittings then reports its whole time and peak memory, not the last sitting's.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer
@@ -28,6 +34,19 @@ log = logging.getLogger(__name__)
 TRAINABLE_FILE = "trainable.safetensors"
 STAGE_DONE_FILE = "final.safetensors"
 CHECKPOINT_DONE_FILE = "checkpoint_complete"
+RECORD_KEY = "ctrlalign"  # the safetensors metadata entry holding the JSON record
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, record: dict) -> None:
+    """Write ``tensors`` with ``record`` (JSON) in the file's metadata."""
+    save_file(tensors, str(path), metadata={RECORD_KEY: json.dumps(record, default=str)})
+
+
+def read_record(path: Path) -> dict:
+    """The record ``save_tensors`` wrote; ``{}`` for a file written before records were."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    return json.loads(metadata.get(RECORD_KEY, "{}"))
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -61,10 +80,11 @@ def load_trainable_state(model: nn.Module, path: Path) -> None:
             params[name].copy_(value.to(params[name].dtype))
 
 
-def save_stage_done(tensors: dict[str, torch.Tensor], stage_dir: Path) -> None:
-    """Mark a stage finished with its trained tensors, written aside and renamed."""
+def save_stage_done(tensors: dict[str, torch.Tensor], stage_dir: Path, metrics: dict) -> None:
+    """Mark a stage finished with its trained tensors and metrics, written aside and
+    renamed."""
     tmp = stage_dir / (STAGE_DONE_FILE + ".tmp")
-    save_file(tensors, str(tmp))
+    save_tensors(tensors, tmp, metrics)
     tmp.rename(stage_dir / STAGE_DONE_FILE)
 
 

@@ -23,6 +23,7 @@ from ctrlalign.training.checkpoints import (
     STAGE_DONE_FILE,
     last_whole_checkpoint,
     load_trainable_state,
+    read_record,
     save_stage_done,
     trained_state,
 )
@@ -56,23 +57,34 @@ def run_stage(
 ) -> dict:
     """Train ``params`` (everything else frozen), resuming an interrupted run of this stage.
 
-    A finished stage leaves ``final.safetensors``; rerunning loads it instead of training.
+    A finished stage leaves ``final.safetensors``; rerunning loads it instead of training
+    and returns the metrics it was stored with. ``seconds`` is the stage's time over every
+    sitting, ``seconds_earlier_sittings`` the part ``finish_run`` cannot see in this one.
     """
     n_trainable = set_trainable(model, params)
     done = stage_dir / STAGE_DONE_FILE
     if done.exists():
         load_trainable_state(model, done)
-        return {"resumed_finished_stage": True, "trainable_parameters": n_trainable}
+        stored = read_record(done)
+        return {
+            **stored,
+            "resumed_finished_stage": True,
+            "trainable_parameters": n_trainable,
+            "seconds_earlier_sittings": stored.get("seconds", 0.0),
+        }
     trainer = trainer_cls(
         model=model, args=args, train_dataset=train_dataset, data_collator=collator
     )
     result = trainer.train(resume_from_checkpoint=last_whole_checkpoint(stage_dir))
     tensors = trained_state(trainer, model)
-    if trainer.args.should_save:
-        save_stage_done(tensors, stage_dir)
     metrics = dict(result.metrics)
     metrics["trainable_parameters"] = n_trainable
     metrics["log_history"] = trainer.state.log_history
+    metrics["seconds"] = round(trainer.elapsed(), 1)
+    metrics["seconds_earlier_sittings"] = round(trainer.earlier_seconds, 1)
+    metrics |= peak_memory()  # the run's peak up to the end of this stage
+    if trainer.args.should_save:
+        save_stage_done(tensors, stage_dir, metrics)
     return metrics
 
 
@@ -145,8 +157,11 @@ def finish_run(
     """Write the run directory (by the main process, from whole weights) and drop the
     checkpoints unless kept."""
     run_dir = Path(config.output)
-    metrics["seconds"] = round(time.time() - started, 1)
-    metrics |= peak_memory()
+    stages = metrics["stages"].values()
+    earlier = sum(s.get("seconds_earlier_sittings", 0.0) for s in stages)
+    metrics["seconds"] = round(time.time() - started + earlier, 1)
+    for key, value in peak_memory().items():  # a stage of an earlier sitting keeps its peak
+        metrics[key] = max([value, *(s.get(key, 0.0) for s in stages)])
     info = {
         **config.to_dict(),
         "control": config.control_kind,

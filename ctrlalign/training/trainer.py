@@ -2,16 +2,17 @@
 
 It changes two things of the Trainer: batches (every optimiser step trains on the same
 examples whatever the number of processes, ``batching``) and checkpoints (only what
-trains, and only whole ones, ``checkpoints``).
+trains, and only whole ones, ``checkpoints``), which also keep the seconds trained so far,
+so a stage resumed in another sitting knows its whole time.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from functools import partial
 from pathlib import Path
 
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainingArguments
@@ -21,6 +22,8 @@ from ctrlalign.training.batching import StepBatchSampler, StepDataset, collate_s
 from ctrlalign.training.checkpoints import (
     TRAINABLE_FILE,
     load_trainable_state,
+    read_record,
+    save_tensors,
     seal_checkpoint,
     trainable_state,
 )
@@ -32,6 +35,16 @@ from ctrlalign.training.placement import precision
 class ControlTrainer(Trainer):
     #: turns a collated micro-batch into one that counts for nothing (``batching``)
     mask_batch = staticmethod(mask_labels)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sitting_start = time.monotonic()
+        #: seconds this stage trained in earlier sittings (up to the checkpoint resumed)
+        self.earlier_seconds = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds this stage has trained, over every sitting up to now."""
+        return self.earlier_seconds + time.monotonic() - self._sitting_start
 
     def get_train_dataloader(self) -> DataLoader:
         """Micro-batches from ``StepBatchSampler``: every optimiser step trains on the same
@@ -86,11 +99,13 @@ class ControlTrainer(Trainer):
                 for name in tensors
                 if name in state_dict
             }
-        save_file(tensors, os.path.join(output_dir, TRAINABLE_FILE))
+        save_tensors(tensors, Path(output_dir) / TRAINABLE_FILE, {"seconds": self.elapsed()})
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None):
         model = self.accelerator.unwrap_model(model or self.model)
-        load_trainable_state(model, Path(resume_from_checkpoint) / TRAINABLE_FILE)
+        path = Path(resume_from_checkpoint) / TRAINABLE_FILE
+        load_trainable_state(model, path)
+        self.earlier_seconds = read_record(path).get("seconds", 0.0)
 
 
 def training_arguments(
