@@ -9,7 +9,7 @@ from functools import partial
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from ctrlalign.data import load_preference_data
@@ -110,6 +110,14 @@ def test_run_stage_resumes_from_last_checkpoint(controlled, records, tmp_path, t
     again, metrics = stage("run", trainer_with(steps))
     assert metrics["resumed_finished_stage"] is True and steps.seen == []
     assert torch.equal(again.control.prompts, resumed.control.prompts)
+    assert metrics["seconds_earlier_sittings"] == metrics["seconds"] > 0
+
+    # one written before stages kept their metrics (no metadata) still loads, carrying no time
+    done = tmp_path / "run" / STAGE_DONE_FILE
+    save_file(load_file(str(done)), str(done))
+    old, metrics = stage("run", trainer_with(Steps()))
+    assert torch.equal(old.control.prompts, resumed.control.prompts)
+    assert metrics["seconds_earlier_sittings"] == 0.0 and "seconds" not in metrics
 
 
 def test_interrupted_meet_run_resumes_with_same_output_dir(
