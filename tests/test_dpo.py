@@ -102,7 +102,7 @@ def test_loss_logps_and_gradients_match_trl(policy_and_reference, loss_type, tmp
         trl_chosen, trl_rejected = trainer.compute_ref_log_probs(trainer.model, trl_batch)
         trl_ref_chosen, trl_ref_rejected = trainer.compute_ref_log_probs(ref, trl_batch)
 
-    with_refs = with_reference_logps(ControlledLM(ref), pairs, tokenizer.pad_token_id)
+    with_refs, _ = with_reference_logps(ControlledLM(ref), pairs, tokenizer.pad_token_id)
     objective = PairPreferenceObjective(ControlledLM(lm), beta=0.1, loss_type=loss_type)
     batch = collate_pairs(with_refs, tokenizer.pad_token_id)
     lm.zero_grad()
@@ -213,7 +213,7 @@ def test_simpo_run_skips_the_reference_pass(train_config, pairwise_file, tmp_pat
 
 def test_objective_uses_label_smoothing(policy_and_reference):
     lm, ref, tokenizer = policy_and_reference
-    pairs = with_reference_logps(ControlledLM(ref), random_pairs(), tokenizer.pad_token_id)
+    pairs, _ = with_reference_logps(ControlledLM(ref), random_pairs(), tokenizer.pad_token_id)
     batch = collate_pairs(pairs, tokenizer.pad_token_id)
     with torch.no_grad():
         out = PairPreferenceObjective(ControlledLM(lm), beta=0.3, label_smoothing=0.2)(**batch)

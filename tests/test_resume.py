@@ -14,9 +14,12 @@ from transformers import TrainerCallback
 
 from ctrlalign.data import load_preference_data
 from ctrlalign.model.layout import collate, encode_records
-from ctrlalign.training import conditional, stage
+from ctrlalign.model.rundir import RUN_FILE
+from ctrlalign.training import conditional, stage, train_any
 from ctrlalign.training.checkpoints import STAGE_DONE_FILE, TRAINABLE_FILE, read_record
+from ctrlalign.training.config import ONLY_STEP
 from ctrlalign.training.objectives import ConditionalLMObjective
+from ctrlalign.training.preference import REFERENCE_FILE
 from ctrlalign.training.stage import run_stage
 from ctrlalign.training.trainer import ControlTrainer, training_arguments
 
@@ -184,3 +187,30 @@ def test_interrupted_meet_run_resumes_with_same_output_dir(
     assert set(final) == set(reference)
     for name, value in reference.items():
         assert torch.allclose(final[name], value, atol=1e-6), name
+
+
+def test_resumed_dpo_run_counts_the_reference_pass_an_earlier_sitting_ran(
+    tmp_path, pairwise_file, train_config
+):
+    config = train_config(
+        f"pairwise:{pairwise_file}", tmp_path / "run", "dpo", max_steps=1, keep_checkpoints=True
+    )
+    out = train_any(config)
+    first = json.loads((out / "metrics.json").read_text())
+    assert first["reference_seconds_earlier_sittings"] == 0.0
+    # the cache keeps what each pass (training pairs, held-out pairs) took
+    passes = read_record(out / "checkpoints" / REFERENCE_FILE)["seconds"]
+    assert len(passes) == 2 and all(s > 0 for s in passes.values())
+
+    # killed after the stage finished, before the run was written: the next sitting finds
+    # both the stage and the reference log-probs done, and counts the time they took
+    (out / RUN_FILE).unlink()
+    train_any(config)
+    second = json.loads((out / "metrics.json").read_text())
+    earlier = round(sum(passes.values()), 1)
+    assert second["reference_seconds_earlier_sittings"] == earlier
+    assert second["reference_seconds"] >= earlier
+    main = second["stages"][ONLY_STEP]
+    assert main["resumed_finished_stage"] is True
+    # this sitting's wall time plus both earlier parts (each rounded to 0.1 s)
+    assert second["seconds"] >= main["seconds"] + earlier - 0.1

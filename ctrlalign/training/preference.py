@@ -30,13 +30,14 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase, TrainingArguments
 
 from ctrlalign.data import PreferenceData
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.pairs import PairExample, batch_pair_logps, encode_pairs, pair_collator
+from ctrlalign.training.checkpoints import read_record, save_tensors
 from ctrlalign.training.config import ONLY_STEP, TrainConfig
 from ctrlalign.training.guard import fingerprint
 from ctrlalign.training.objectives import PAIR_OBJECTIVES, PairHyper, PairLogps
@@ -81,17 +82,19 @@ def with_reference_logps(
     batch_size: int = 8,
     cache_file: Path | None = None,
     context: str = "",
-) -> list[PairExample]:
+) -> tuple[list[PairExample], float]:
     """Attach the reference log-probs to every pair; one no-grad pass, cached on disk
-    under the pairs' token ids and ``context`` (see ``pairs_fingerprint``)."""
+    under the pairs' token ids and ``context`` (see ``pairs_fingerprint``), with the
+    seconds it took in the file's record. Also returns those seconds when the values come
+    from the cache (0 when the pass ran now): a run resumed in a later sitting still
+    counts a pass an earlier one paid for."""
     key = pairs_fingerprint(examples, context)
     if cache_file is not None and cache_file.is_file():
         stored = load_file(str(cache_file))
         if key in stored:
-            return [
-                replace(e, ref_chosen=float(c), ref_rejected=float(r))
-                for e, (c, r) in zip(examples, stored[key].tolist(), strict=True)
-            ]
+            earlier = read_record(cache_file).get("seconds", {}).get(key, 0.0)
+            return _attach(examples, stored[key]), earlier
+    started = time.monotonic()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -107,11 +110,18 @@ def with_reference_logps(
     table = torch.cat(refs) if refs else torch.zeros(0, 2)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        stored = load_file(str(cache_file)) if cache_file.is_file() else {}
+        stored, seconds = {}, {}
+        if cache_file.is_file():
+            stored, seconds = load_file(str(cache_file)), read_record(cache_file).get("seconds", {})
+        seconds[key] = time.monotonic() - started
         # written aside and renamed: processes of a distributed run write the same values
         tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-        save_file({**stored, key: table.contiguous()}, str(tmp))
+        save_tensors({**stored, key: table.contiguous()}, tmp, {"seconds": seconds})
         os.replace(tmp, cache_file)
+    return _attach(examples, table), 0.0
+
+
+def _attach(examples: list[PairExample], table: torch.Tensor) -> list[PairExample]:
     return [
         replace(e, ref_chosen=float(c), ref_rejected=float(r))
         for e, (c, r) in zip(examples, table.tolist(), strict=True)
@@ -342,16 +352,19 @@ def fit_pairs(
     context = reference_context(config, args)
     # on the training device, under the training precision, so step 0 has zero log-ratios
     model.to(args.device)
+    earlier = 0.0  # the part of the reference pass an earlier sitting ran
     if not PAIR_OBJECTIVES[config.loss_type].reference_free:
         with torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            train_pairs = with_reference_logps(
+            train_pairs, train_earlier = with_reference_logps(
                 model, train_pairs, pad, config.micro_batch_size, cache, context
             )
-            eval_pairs = with_reference_logps(
+            eval_pairs, eval_earlier = with_reference_logps(
                 model, eval_pairs, pad, config.micro_batch_size, cache, context
             )
+        earlier = round(train_earlier + eval_earlier, 1)
     metrics = data_metrics(len(train_pairs), len(eval_pairs), dropped, train_data)
-    metrics["reference_seconds"] = round(time.time() - started, 1)
+    metrics["reference_seconds"] = round(time.time() - started + earlier, 1)
+    metrics["reference_seconds_earlier_sittings"] = earlier
     objective = PairPreferenceObjective(
         model, config.beta, config.loss_type, config.label_smoothing, config.simpo_gamma
     )

@@ -159,6 +159,7 @@ def finish_run(
     run_dir = Path(config.output)
     stages = metrics["stages"].values()
     earlier = sum(s.get("seconds_earlier_sittings", 0.0) for s in stages)
+    earlier += metrics.get("reference_seconds_earlier_sittings", 0.0)
     metrics["seconds"] = round(time.time() - started + earlier, 1)
     for key, value in peak_memory().items():  # a stage of an earlier sitting keeps its peak
         metrics[key] = max([value, *(s.get(key, 0.0) for s in stages)])
