@@ -58,7 +58,7 @@ from ctrlalign.training import TrainConfig, train_any
 from ctrlalign.training.config import RewardModelConfig, upgrade_settings
 from ctrlalign.training.guard import RUNTIME_SETTINGS
 from ctrlalign.training.reward_model import is_trained, train_reward_model
-from ctrlalign.training.splits import load_splits
+from ctrlalign.training.splits import DataSplit, load_splits
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def _check_before_training(
     file, prompts without the references ROUGE needs, or (``leave_out_trained`` off) a
     prompt some run will train on."""
     data = spec["data"]["eval"]
-    splits = [(c.data, c.eval_fraction, c.seed) for c in configs.values()]
+    splits = [DataSplit.of(c.to_dict()) for c in configs.values()]
     refuse = not options.leave_out_trained
     eval_set, _ = eval_set_apart_from_training(data, options.max_examples, splits, refuse)
     if options.rouge and not eval_set.has_references:

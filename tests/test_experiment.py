@@ -17,10 +17,18 @@ from kill_at import run_cli
 from tiny_setup import FAST_RM, FAST_TRAIN, write_eval_prompts, write_pairs
 
 from ctrlalign import experiment
+from ctrlalign.data import load_preference_data, split_records
+from ctrlalign.data.io import write_jsonl
 from ctrlalign.evaluation import generations
-from ctrlalign.evaluation.eval_data import load_eval_set, prompts_trained_on
+from ctrlalign.evaluation.eval_data import (
+    eval_set_apart_from_training,
+    load_eval_set,
+    prompts_trained_on,
+)
 from ctrlalign.evaluation.judges.rm import RewardModelJudge
 from ctrlalign.experiment import ExperimentError, run_experiment
+from ctrlalign.training import train_any
+from ctrlalign.training.splits import DataSplit, load_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -266,13 +274,44 @@ def test_the_large_table_answers_600_posts_no_row_trained_on():
     assert {(c.max_examples, c.lr_first, c.lr_second) for c in configs.values()} == {
         (512, 1e-3, 2e-5)
     }
-    splits = [(c.data, c.eval_fraction, c.seed) for c in configs.values()]
-    trained, notes = prompts_trained_on(splits)
+    trained, notes = prompts_trained_on(DataSplit.of(c.to_dict()) for c in configs.values())
     assert notes == [] and len(trained) == 530
     every = load_eval_set(spec["data"]["eval"], None, trained)
     assert (len(every.records), every.seen_in_training) == (770, 530)
     eval_set = load_eval_set(spec["data"]["eval"], 600, trained)
     assert len(eval_set.records) == 600 and eval_set.has_references
+
+
+def test_evaluation_leaves_out_what_a_run_on_a_preference_subset_trained_on(tmp_path, train_config):
+    """A run that kept some preferences of pointwise data loses the prompts left with no
+    response, which moves its split: the prompts evaluation leaves out come from the run's
+    own selection and load options (its info), not from the data file alone."""
+    rows = [{"prompt": f"post {i}", "response": f"summary {i}", "score": i} for i in range(30)]
+    data = tmp_path / "scores.jsonl"
+    write_jsonl(data, rows)
+    config = train_config(
+        f"scores:{data}",
+        tmp_path / "run",
+        "meet-prompt",
+        levels=3,
+        preferences=["level-0", "level-2"],
+        eval_fraction=0.3,
+        max_steps=1,
+    )
+    run = generations.RunRef.read("run", train_any(config))
+    trained = {r.messages for r in load_splits(config)[0].records}
+    assert len(trained) == 14  # 20 prompts kept, 6 held out
+
+    prompts = tmp_path / "posts.jsonl"
+    write_jsonl(prompts, [{"prompt": row["prompt"]} for row in rows])
+    eval_set, notes = eval_set_apart_from_training(
+        f"prompts:{prompts}", None, [DataSplit.of(run.info)], refuse_overlap=False
+    )
+    assert notes == [] and eval_set.seen_in_training == len(trained)
+    assert not {r.messages for r in eval_set.records} & trained
+    # the data file split without the run's selection would leave out other prompts
+    whole, _ = split_records(load_preference_data(f"scores:{data}", levels=3), 0.3, config.seed)
+    assert {r.messages for r in whole.records} != trained
 
 
 def test_only_real_setting_changes_block_reuse():

@@ -1,10 +1,11 @@
 """The evaluation set: which prompts the runs answer, and how a judge reads a prompt.
 
 A win rate only means something on prompts no run trained on, so the set leaves out every
-prompt in the training part of the runs' data (``split_records`` with their seed and
-eval fraction, the same split training made). With HH-RLHF's one test file as both
-training and evaluation data, that leaves exactly the held-out split; with TL;DR's pairs
-for training and its posts for evaluation, it leaves the posts no pair was built from.
+prompt in the training part of the runs' data (``DataSplit``: their data, load options,
+preferences, seed and eval fraction, the same split training made). With HH-RLHF's one
+test file as both training and evaluation data, that leaves exactly the held-out split;
+with TL;DR's pairs for training and its posts for evaluation, it leaves the posts no pair
+was built from.
 A file meant to hold only unseen prompts (``refuse_overlap``, what ``experiment
 --eval-data`` asks) is refused instead when it holds a training prompt: there, an overlap
 means the wrong file, not posts to skip.
@@ -15,35 +16,34 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from ctrlalign.data import DataError, Record, load_preference_data, split_records
+from ctrlalign.data import DataError, Record, load_preference_data
+from ctrlalign.training.splits import DataSplit
 
 Turns = tuple[tuple[str, str], ...]
 
 
-def training_prompts(spec: str, eval_fraction: float, seed: int, **load_options) -> set[Turns]:
-    """Prompts of the training part of ``spec``, split exactly as training split it."""
-    data = load_preference_data(spec, **load_options)
-    train, _ = split_records(data, eval_fraction, seed)
-    return {record.messages for record in train.records}
-
-
-def prompts_trained_on(splits: Iterable[tuple[str, float, int]]) -> tuple[set[Turns], list[str]]:
-    """Training prompts of every (data spec, eval fraction, seed) the runs were split by,
-    and a note for each spec that could not be read (its prompts cannot be left out)."""
+def prompts_trained_on(splits: Iterable[DataSplit]) -> tuple[set[Turns], list[str]]:
+    """Prompts of the training part of every split the runs made, split exactly as
+    training split it, and a note for each data spec that could not be read (its prompts
+    cannot be left out)."""
     seen: set[Turns] = set()
     notes = []
-    for spec, fraction, seed in sorted(set(splits), key=str):
+    for split in sorted(set(splits), key=str):
         try:
-            seen |= training_prompts(spec, fraction, seed)
+            train, _ = split.split()
         except (DataError, ValueError, OSError) as err:
-            notes.append(f"could not read training data {spec!r} to leave its prompts out: {err}")
+            notes.append(
+                f"could not read training data {split.data!r} to leave its prompts out: {err}"
+            )
+            continue
+        seen |= {record.messages for record in train.records}
     return seen, notes
 
 
 def eval_set_apart_from_training(
     spec: str,
     max_examples: int | None,
-    splits: Iterable[tuple[str, float, int]],
+    splits: Iterable[DataSplit],
     refuse_overlap: bool,
 ) -> tuple[EvalSet, list[str]]:
     """``load_eval_set`` without (or, ``refuse_overlap``, refusing) the training prompts of

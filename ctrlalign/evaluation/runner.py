@@ -49,6 +49,7 @@ from ctrlalign.evaluation.report_writer import (
 from ctrlalign.evaluation.rouge import PairedDifference, rouge_for_records
 from ctrlalign.evaluation.verdicts import DEFAULT_TIE_BAND, Comparison, WinRate, bootstrap_mean
 from ctrlalign.model.device import cpu_description, resolve_device, resolve_dtype
+from ctrlalign.training.splits import DataSplit
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +136,9 @@ def _read_runs(runs: Mapping[str, str | Path], baseline: tuple[str, str | Path])
     return [RunRef.read(name, path) for name, path in [*runs.items(), baseline]]
 
 
-def _training_splits(refs: Sequence[RunRef]) -> list[tuple[str, float, int]]:
-    """The (data, eval fraction, seed) each run split its training data by."""
-    return [
-        (r.info["data"], r.info.get("eval_fraction", 0.05), r.info.get("seed", 42))
-        for r in refs
-        if r.info.get("data")
-    ]
+def _training_splits(refs: Sequence[RunRef]) -> list[DataSplit]:
+    """How each run split its training data."""
+    return [DataSplit.of(r.info) for r in refs if r.info.get("data")]
 
 
 def prepare(

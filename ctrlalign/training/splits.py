@@ -3,6 +3,10 @@ what the method needs, split, and the counts every run reports about them."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 from ctrlalign.data import DataError, PreferenceData, Record, load_preference_data, split_records
 from ctrlalign.data.records import blend_parts
 from ctrlalign.training.config import METHODS, TrainConfig
@@ -37,16 +41,52 @@ def _kept_responses(responses: dict[str, str], keep: set[str]) -> dict[str, str]
     return kept
 
 
+@dataclasses.dataclass(frozen=True)
+class DataSplit:
+    """What decides which records a run trains on and holds out: the data, the options
+    that shape its records, the preferences kept (a prompt left with no response drops
+    out, which moves the split) and the split itself. Evaluation rebuilds a run's training
+    prompts from its info with this, to leave out exactly what training saw."""
+
+    data: str
+    eval_fraction: float
+    seed: int
+    levels: int
+    joint_attributes: bool
+    chosen: str
+    rejected: str
+    preferences: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> DataSplit:
+        """From a ``TrainConfig.to_dict()`` or a run's info. A setting the run did not
+        record (older runs), or recorded as None (chosen and rejected of pointwise data),
+        takes ``TrainConfig``'s default: what the run loaded with."""
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        values = {}
+        for f in dataclasses.fields(cls):
+            value = settings.get(f.name)
+            values[f.name] = defaults[f.name] if value is None else value
+        values["preferences"] = tuple(values["preferences"]) if values["preferences"] else None
+        return cls(**values)
+
+    def split(self) -> tuple[PreferenceData, PreferenceData]:
+        """(train, held-out) records, before ``max_examples`` caps the training part."""
+        data = load_preference_data(
+            self.data,
+            levels=self.levels,
+            chosen=self.chosen,
+            rejected=self.rejected,
+            joint=self.joint_attributes,
+        )
+        data = select_preferences(data, list(self.preferences or ()))
+        return split_records(data, self.eval_fraction, self.seed)
+
+
 def load_splits(config: TrainConfig) -> tuple[PreferenceData, PreferenceData]:
     """Train and held-out records, checked against what the method needs before any work."""
-    data = load_preference_data(
-        config.data,
-        levels=config.levels,
-        chosen=config.chosen,
-        rejected=config.rejected,
-        joint=config.joint_attributes,
-    )
-    data = select_preferences(data, config.preferences)
+    train_data, eval_data = DataSplit.of(config.to_dict()).split()
+    data = train_data  # its preferences and pairing are the whole data's
     method = METHODS[config.method]
     if method.pairwise and not data.pairwise:
         pointwise = [name for name, m in METHODS.items() if not m.pairwise]
@@ -60,7 +100,6 @@ def load_splits(config: TrainConfig) -> tuple[PreferenceData, PreferenceData]:
             f"--method {config.method} trains on the chosen responses, but {config.data} has "
             f"no preference {config.chosen!r} (it has {data.preferences}): pass --chosen NAME"
         )
-    train_data, eval_data = split_records(data, config.eval_fraction, config.seed)
     if config.max_examples is not None:
         train_data.records = train_data.records[: config.max_examples]
     return train_data, eval_data
