@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForSequenceClassification
 from ctrlalign.cli import main
 from ctrlalign.evaluation import sweep
 from ctrlalign.evaluation.judges import JUDGES
-from ctrlalign.evaluation.sweep import distinct_n
+from ctrlalign.evaluation.sweep import copied_n, distinct_n
 from ctrlalign.inference.generation import GenerationConfig, alpha_row, generate, generate_rows
 from ctrlalign.model.controlled_lm import ControlledLM
 from ctrlalign.model.identity_layer import insert_identity_layer
@@ -222,6 +222,14 @@ def test_distinct_n_by_hand():
     assert distinct_n([""], 2) == 0.0
 
 
+def test_copied_n_by_hand():
+    # bigrams of the answer: (a, b), (b, c), (c, d); the prompt holds (a, b) and (c, d)
+    assert copied_n("A b c d", "x a b y c d", 2) == pytest.approx(2 / 3)
+    assert copied_n("the cat sat", "The cat sat on the mat", 2) == 1.0
+    assert copied_n("new words here", "nothing alike", 2) == 0.0
+    assert copied_n("one", "one", 2) is None
+
+
 def test_reference_summary_is_rouge_l_and_words_per_alpha_by_hand():
     """ROUGE-L per alpha is the mean of rouge_score's per-post F1 (in %), its paired
     difference against the first alpha is the mean of the per-post differences, and words
@@ -294,6 +302,16 @@ def test_alpha_sweep_scores_prompts_with_references(runs, tmp_path, capsys):
     for r in table:
         assert float(r["rouge_l_low"]) <= float(r["rouge_l"]) <= float(r["rouge_l_high"])
     assert float(table[0]["rouge_l_vs_first"]) == 0.0
+    # the share copied from the prompt: each answer's by hand, averaged per alpha
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    for r in table:
+        shares = [
+            copied_n(a["response"], PROMPTS[i % 2], 2)
+            for i, a in enumerate(x for x in answers if x["alpha"] == float(r["alpha"]))
+        ]
+        shares = [v for v in shares if v is not None]
+        expected = round(sum(shares) / len(shares), 4) if shares else ""
+        assert r["copied_2"] == str(expected)
     with open(out / "trends.csv") as fh:
         measures = {r["measure"] for r in csv.DictReader(fh)}
     assert {"rouge_l", "words", "mean_tokens"} <= measures

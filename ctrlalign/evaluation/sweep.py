@@ -1,8 +1,9 @@
 """``alpha-sweep``: every prompt at every alpha, and what the CLM paper plots against alpha.
 
 Answers come from shared batches (mixed alphas in one batch, each row through the dial's
-``dial_row``), and the summary gives reward (when a judge is given), length and
-distinctness per alpha: monotone inside [0, 1] and extrapolating beyond. With held-out
+``dial_row``), and the summary gives reward (when a judge is given), length, distinctness
+and the share copied from the prompt per alpha: monotone inside [0, 1] and extrapolating
+beyond. With held-out
 pairs, ``margin_sweep`` adds what CLM's DPO training raised, the implicit reward margin, at
 every alpha. With a reference for every prompt (TL;DR's human summaries), each alpha also
 gets its ROUGE-L and length in words, each with a bootstrap 95% interval over prompts, and
@@ -39,7 +40,8 @@ from ctrlalign.model.layout import Example, collate, encode
 from ctrlalign.model.logprobs import IGNORE_INDEX, lm_logits
 from ctrlalign.model.rundir import Run
 
-CSV_FIELDS = ("alpha", "n", "mean_tokens", "distinct_1", "distinct_2", "mean_score", "score_sem")
+CSV_FIELDS = ("alpha", "n", "mean_tokens", "distinct_1", "distinct_2", "copied_2", "mean_score")
+CSV_FIELDS += ("score_sem",)
 #: the columns a sweep with references adds (``reference_summary``)
 ROUGE_FIELDS = ("rouge_l", "rouge_l_low", "rouge_l_high", "rouge_l_vs_first", "vs_first_low")
 ROUGE_FIELDS += ("vs_first_high", "words", "words_low", "words_high")
@@ -55,6 +57,25 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
         for i in range(len(words) - n + 1)
     ]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def copied_n(text: str, source: str, n: int) -> float | None:
+    """Share of the text's word n-grams found in ``source`` (the prompt it answers): 1 for
+    an answer lifted from the prompt, near 0 for one in its own words (See et al., 2017,
+    count the rest as novel). A summary's ROUGE can rise by copying the post; this says
+    whether it did. None for a text of fewer than ``n`` words."""
+    words, seen = text.lower().split(), source.lower().split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return None
+    found = {tuple(seen[i : i + n]) for i in range(len(seen) - n + 1)}
+    return sum(g in found for g in grams) / len(grams)
+
+
+def _mean_copied(group: Sequence[dict], n: int = 2) -> float | None:
+    shares = [copied_n(a["response"], prompt_text(a["prompt"]), n) for a in group]
+    shares = [v for v in shares if v is not None]
+    return round(sum(shares) / len(shares), 4) if shares else None
 
 
 @dataclass
@@ -78,6 +99,7 @@ class Sweep:
         from scipy.stats import permutation_test, spearmanr
 
         measures = [("mean_tokens", self.summary), ("mean_score", self.summary)]
+        measures += [("copied_2", self.summary)]
         measures += [("rouge_l", self.summary), ("words", self.summary)]
         measures += [("margin", self.margins or [])]
         rows = []
@@ -214,6 +236,7 @@ def sweep(
             "mean_tokens": round(sum(a["tokens"] for a in group) / len(group), 3),
             "distinct_1": round(distinct_n(responses, 1), 4),
             "distinct_2": round(distinct_n(responses, 2), 4),
+            "copied_2": _mean_copied(group),
             "mean_score": None,
             "score_sem": None,
         }
@@ -353,8 +376,9 @@ def plot_sweep(
     margins: Sequence[dict] | None = None,
     score_label: str = "mean reward",
 ) -> Path:
-    """Score (when judged), length and the held-out reward margin (when pairs are given)
-    against alpha; [0, 1] shaded as the interpolation."""
+    """Score (when judged), length, the share copied from the prompt and the held-out
+    reward margin (when pairs are given) against alpha; [0, 1] shaded as the
+    interpolation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -369,6 +393,8 @@ def plot_sweep(
         interval = ("rouge_l_low", "rouge_l_high")
         panels.insert(0, (order, "rouge_l", interval, "ROUGE-L F1 % (95% CI)"))
         panels[-1] = (order, "words", ("words_low", "words_high"), "mean length (words, 95% CI)")
+    if all(e.get("copied_2") is not None for e in order):
+        panels.append((order, "copied_2", None, "share of bigrams copied from the prompt"))
     if margins:
         by_alpha = sorted(margins, key=lambda e: e["alpha"])
         label = "held-out DPO reward margin (± s.e.)"
