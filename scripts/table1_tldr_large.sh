@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Table 1 (TL;DR) at the large scale (issue 29), then CLM's dial on the same posts: the
 # seven rows took about three hours alone on 2 CPU cores under bf16 (2026-12-06), the dial
-# about one more, in as many sittings as it takes. Every step resumes: the
-# experiment skips trained runs and cached answers, `train` finds a finished run of the same
-# settings done (and refuses one of other settings), the sweep answers only the blocks its
-# cache lacks. Results: docs/results/table1_tldr_large.md.
+# about an hour and a half more (its sweep answers 7 alphas x 600 posts), in as many
+# sittings as it takes. Every step resumes: the experiment skips trained runs and cached
+# answers, `train` finds a finished run of the same settings done (and refuses one of other
+# settings), the sweep answers only the blocks its cache lacks.
+# Results: docs/results/table1_tldr_large.md.
 #
 #   scripts/table1_tldr_large.sh [OUT] [EVAL_DATA]     (repository root)
 #

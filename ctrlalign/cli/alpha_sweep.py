@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             cache=sweep.AnswerCache.for_run(Path(args.output) / CACHE, args.run),
         )
     if pairs is not None:
-        result.margins = sweep.margin_sweep(run, pairs, args.alphas)
+        result.margins = sweep.margin_sweep(run, pairs, args.alphas, progress=True)
     title = f"{args.run}" + (f": {preference} against {args.against}" if args.against else "")
     for path in sweep.write_sweep(result, args.output, title):
         print(f"wrote {path}")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ctrlalign.data import PreferenceData
@@ -277,6 +278,7 @@ def margin_sweep(
     alphas: Sequence[float],
     max_length: int = 512,
     batch_size: int = 4,
+    progress: bool = False,
 ) -> list[dict]:
     """The DPO implicit reward margin of held-out pairs at each alpha (a CLM run).
 
@@ -291,7 +293,7 @@ def margin_sweep(
     """
     examples = _fitting_pairs(run.tokenizer, pairs, max_length)
     mixes = [0.0, *alphas]  # the first is the reference: the unaligned stream
-    sums = _mixed_logps(run, examples, mixes, 2 * batch_size)
+    sums = _mixed_logps(run, examples, mixes, 2 * batch_size, progress)
     rewards = sums[1:] - sums[0]
     margins = rewards[:, 0::2] - rewards[:, 1::2]
     result = []
@@ -331,7 +333,11 @@ def _fitting_pairs(
 
 
 def _mixed_logps(
-    run: Run, examples: Sequence[Example], mixes: Sequence[float], batch_size: int
+    run: Run,
+    examples: Sequence[Example],
+    mixes: Sequence[float],
+    batch_size: int,
+    progress: bool = False,
 ) -> torch.Tensor:
     """(len(mixes), len(examples)) float64: each response's log-prob under the policy of
     the logits mixed at each alpha. Apart from the sweep because it is the model step:
@@ -339,7 +345,8 @@ def _mixed_logps(
     model, tokenizer = run.model, run.tokenizer
     device = next(model.parameters()).device
     sums = torch.zeros(len(mixes), len(examples), dtype=torch.float64)
-    for start in range(0, len(examples), batch_size):
+    starts = range(0, len(examples), batch_size)
+    for start in tqdm(starts, desc="held-out margins (batches)", disable=not progress):
         batch = collate(examples[start : start + batch_size], tokenizer.pad_token_id)
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         targets = batch["labels"][:, 1:].to(device)
