@@ -41,3 +41,5 @@ PY
 "$BIN/ctrlalign" alpha-sweep --run "$OUT/clm" --alphas 0,0.25,0.5,0.75,1,1.25,1.5 \
     --prompts "$OUT/eval_prompts.jsonl" --pairs "pairwise:$OUT/clm-held-out-pairs.jsonl" \
     --max-new-tokens 48 --batch-size 32 --output "$OUT/clm-sweep"
+# the sweep's answers paired by post with the table's rows (CoH, DPO) and with alpha 1
+"$BIN/python" scripts/clm_against_table.py "$OUT"
