@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from rouge_score import rouge_scorer
+from rouge_score import rouge_scorer, tokenizers
 
 from ctrlalign.data.records import Record
 from ctrlalign.evaluation.verdicts import bootstrap_mean
@@ -53,7 +53,9 @@ def rouge(predictions: Sequence[str], references: Sequence[str | None]) -> Rouge
         )
     if not predictions:
         raise ValueError("cannot compute ROUGE over zero examples")
-    scorer = rouge_scorer.RougeScorer(list(_TYPES), use_stemmer=True)
+    # the scorer's default tokenizer (Porter stemming), passed so it is not logged per call
+    tokenizer = tokenizers.DefaultTokenizer(use_stemmer=True)
+    scorer = rouge_scorer.RougeScorer(list(_TYPES), tokenizer=tokenizer)
     each = np.array(
         [
             [score.fmeasure for score in (scores[name] for name in _TYPES)]
