@@ -69,7 +69,7 @@ def main(out: Path) -> None:
         if name != "human references":
             each[name] = rouge(texts, references).rouge_l_each
             row["rouge_l"] = round(sum(each[name]) / len(texts), 2)
-        row["copied_2"] = round(sum(copied) / len(copied), 4)
+        row["copied_2"] = round(sum(copied) / len(copied), 4) if copied else ""
         opens = sum(opens_as(t, p) for t, p in zip(texts, order, strict=True))
         row["opens_as_post"] = round(opens / len(texts), 4)
         row["at_48_tokens"] = round(at_cap[name] / len(texts), 4) if name in at_cap else ""
