@@ -17,20 +17,26 @@ The sweep pairs posts only across alphas; the table's rows and the sweep answere
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from ctrlalign.data.io import write_atomic
+from ctrlalign.data.io import read_jsonl_rows, read_prompts, write_atomic
 from ctrlalign.evaluation.rouge import PairedDifference, rouge
-from ctrlalign.evaluation.sweep import copied_n, prompt_text, summary_csv
+from ctrlalign.evaluation.sweep import mean_copied, prompt_text, summary_csv
 
 AGAINST = ("coh", "dpo", "alpha 1.0")
 MAX_NEW_TOKENS = 48  # the table's and the sweep's --max-new-tokens
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_answers(path: Path) -> list[dict]:
+    """The rows of an answers file; the table's caches must hold one setting's answers."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file (run the table and the sweep first)")
+    rows = read_jsonl_rows(path)
+    signatures = {r["signature"] for r in rows if "signature" in r}
+    if len(signatures) > 1:
+        raise SystemExit(f"{path}: answers of {len(signatures)} generation settings, not one")
+    return rows
 
 
 def opens_as(text: str, source: str, words: int = 3) -> bool:
@@ -38,17 +44,21 @@ def opens_as(text: str, source: str, words: int = 3) -> bool:
 
 
 def main(out: Path) -> None:
-    posts = {
-        prompt_text(r["prompt"]): r["reference"] for r in read_jsonl(out / "eval_prompts.jsonl")
-    }
+    rows = read_prompts(out / "eval_prompts.jsonl")
+    if missing := [i for i, r in enumerate(rows, start=1) if not r.get("reference")]:
+        raise SystemExit(f"{out / 'eval_prompts.jsonl'}: no reference on line {missing[0]}")
+    posts = {prompt_text(r["prompt"]): r["reference"] for r in rows}
     order = list(posts)
     answers: dict[str, dict[str, str]] = {}
     for path in sorted((out / "generations").glob("*_t0.jsonl")):
         answers[path.name.removesuffix("_t0.jsonl")] = {
-            prompt_text(r["prompt"]): r["response"] for r in read_jsonl(path)
+            prompt_text(r["prompt"]): r["response"] for r in read_answers(path)
         }
+    for name in AGAINST[:2]:
+        if name not in answers:
+            raise SystemExit(f"{out / 'generations'}: no answers of {name} ({name}_t0.jsonl)")
     at_cap: dict[str, int] = {}  # answers that ran to the sweep's 48 new tokens
-    for r in read_jsonl(out / "clm-sweep" / "answers.jsonl"):
+    for r in read_answers(out / "clm-sweep" / "answers.jsonl"):
         name = f"alpha {r['alpha']}"
         answers.setdefault(name, {})[prompt_text(r["prompt"])] = r["response"]
         at_cap[name] = at_cap.get(name, 0) + (r["tokens"] >= MAX_NEW_TOKENS)
@@ -62,14 +72,12 @@ def main(out: Path) -> None:
     levels = []
     for name, by_post in answers.items():
         texts = [by_post[p] for p in order]
-        copied = [
-            c for t, p in zip(texts, order, strict=True) if (c := copied_n(t, p, 2)) is not None
-        ]
         row = {"answers": name, "n": len(texts), "rouge_l": ""}
         if name != "human references":
             each[name] = rouge(texts, references).rouge_l_each
             row["rouge_l"] = round(sum(each[name]) / len(texts), 2)
-        row["copied_2"] = round(sum(copied) / len(copied), 4) if copied else ""
+        copied = mean_copied(texts, order)
+        row["copied_2"] = "" if copied is None else copied
         opens = sum(opens_as(t, p) for t, p in zip(texts, order, strict=True))
         row["opens_as_post"] = round(opens / len(texts), 4)
         row["at_48_tokens"] = round(at_cap[name] / len(texts), 4) if name in at_cap else ""

@@ -76,3 +76,24 @@ def test_refuses_answers_to_other_posts(out):
     write_jsonl(out / "generations" / "coh_t0.jsonl", [{"prompt": POSTS[0], "response": "red fox"}])
     with pytest.raises(SystemExit, match="coh: answers 1 posts, not the 2 posts"):
         runpy.run_path(str(SCRIPT))["main"](out)
+
+
+def test_refuses_a_cache_of_two_settings_a_missing_row_or_reference(out):
+    main = runpy.run_path(str(SCRIPT))["main"]
+    coh = out / "generations" / "coh_t0.jsonl"
+    rows = [
+        {"prompt": p, "response": r, "signature": s}
+        for p, r, s in zip(POSTS, REFERENCES, ["a", "b"], strict=True)
+    ]
+    write_jsonl(coh, rows)
+    with pytest.raises(SystemExit, match="coh_t0.jsonl: answers of 2 generation settings"):
+        main(out)
+    coh.unlink()
+    with pytest.raises(SystemExit, match=r"no answers of coh \(coh_t0.jsonl\)"):
+        main(out)
+    write_jsonl(
+        out / "eval_prompts.jsonl", [{"prompt": POSTS[0], "reference": "x"}, {"prompt": POSTS[1]}]
+    )
+    with pytest.raises(SystemExit, match="eval_prompts.jsonl: no reference on line 2"):
+        main(out)
+    assert not (out / "clm-sweep" / "against_table_levels.csv").exists()

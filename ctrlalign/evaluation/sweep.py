@@ -73,8 +73,10 @@ def copied_n(text: str, source: str, n: int) -> float | None:
     return sum(g in found for g in grams) / len(grams)
 
 
-def _mean_copied(group: Sequence[dict], n: int = 2) -> float | None:
-    shares = [copied_n(a["response"], prompt_text(a["prompt"]), n) for a in group]
+def mean_copied(texts: Sequence[str], sources: Sequence[str], n: int = 2) -> float | None:
+    """``copied_n`` of each text against its source, averaged over the texts that have an
+    n-gram; None when none has."""
+    shares = [copied_n(t, s, n) for t, s in zip(texts, sources, strict=True)]
     shares = [v for v in shares if v is not None]
     return round(sum(shares) / len(shares), 4) if shares else None
 
@@ -237,7 +239,7 @@ def sweep(
             "mean_tokens": round(sum(a["tokens"] for a in group) / len(group), 3),
             "distinct_1": round(distinct_n(responses, 1), 4),
             "distinct_2": round(distinct_n(responses, 2), 4),
-            "copied_2": _mean_copied(group),
+            "copied_2": mean_copied(responses, [prompt_text(a["prompt"]) for a in group]),
             "mean_score": None,
             "score_sem": None,
         }
